@@ -1,0 +1,260 @@
+/* orchard.h - the public API of Orchard, an on-device runtime and framework for GGUF
+ * language models. This is the only header a program needs. Handles are opaque; every
+ * call that can fail returns an orc_status and leaves a message in orc_last_error().
+ *
+ * Ownership: strings and arrays returned by the library are owned by it and live as
+ * long as the handle they came from, unless a function says otherwise. Every *_free
+ * accepts NULL. */
+#ifndef ORCHARD_H
+#define ORCHARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(ORC_BUILDING_LIBRARY)
+#define ORC_API __attribute__((visibility("default")))
+#else
+#define ORC_API
+#endif
+
+/* ---- Versions ------------------------------------------------------------------ */
+
+#define ORC_VERSION_MAJOR 0
+#define ORC_VERSION_MINOR 1
+#define ORC_VERSION_PATCH 0
+#define ORC_VERSION_STRING "0.1.0"
+/* major * 1000000 + minor * 1000 + patch */
+#define ORC_VERSION_NUMBER (ORC_VERSION_MAJOR * 1000000 + ORC_VERSION_MINOR * 1000 + ORC_VERSION_PATCH)
+
+/* The version of the library actually linked (compare with ORC_VERSION_NUMBER). */
+ORC_API int32_t orc_version_number(void);
+ORC_API const char *orc_version_string(void);
+
+/* ---- Status codes and errors --------------------------------------------------- */
+
+typedef enum orc_status {
+    ORC_OK = 0,
+    ORC_ERR_INVALID_ARGUMENT = 1, /* a NULL handle, a bad parameter value */
+    ORC_ERR_IO = 2,               /* a file could not be opened, read or mapped */
+    ORC_ERR_FORMAT = 3,           /* a file or input is malformed or fails validation */
+    ORC_ERR_UNSUPPORTED = 4,      /* well-formed, but uses something not implemented */
+    ORC_ERR_NO_MEMORY = 5,
+    ORC_ERR_BUFFER_TOO_SMALL = 6,
+    ORC_ERR_CONTEXT_FULL = 7,     /* the context window has no room for the tokens */
+    ORC_ERR_BUSY = 8,             /* the handle is already serving a request */
+    ORC_ERR_CANCELLED = 9,
+    ORC_ERR_NOT_FOUND = 10,
+    ORC_ERR_INTERNAL = 11
+} orc_status;
+
+/* A static description of a status code ("invalid argument"). */
+ORC_API const char *orc_status_string(orc_status status);
+
+/* The message of the last failed call on this thread, e.g. "tensor blk.3.attn_q.weight:
+ * data [1234, +5678) lies past the end of the 4000-byte file". Owned by the library,
+ * valid until the next failing call on the same thread. "" when none. */
+ORC_API const char *orc_last_error(void);
+
+/* ---- Logging ------------------------------------------------------------------- */
+
+typedef enum orc_log_level {
+    ORC_LOG_ERROR = 0,
+    ORC_LOG_WARN = 1,
+    ORC_LOG_INFO = 2,
+    ORC_LOG_DEBUG = 3
+} orc_log_level;
+
+typedef void (*orc_log_fn)(orc_log_level level, const char *message, void *user);
+
+/* Replace the log sink (process-wide). NULL restores the default, which writes
+ * warnings and errors to stderr. The library never writes to stdout. */
+ORC_API void orc_log_set(orc_log_fn fn, void *user);
+/* Messages above this level are dropped before formatting (default ORC_LOG_WARN). */
+ORC_API void orc_log_set_level(orc_log_level level);
+
+/* ---- Models -------------------------------------------------------------------- */
+
+typedef struct orc_model orc_model;
+
+/* Called while loading with progress in [0, 1]; return false to abort the load. */
+typedef bool (*orc_progress_fn)(float progress, void *user);
+
+typedef struct orc_model_params {
+    int32_t n_threads;        /* worker threads for contexts; 0 = number of cores */
+    bool use_mmap;            /* map the file instead of reading it (default true) */
+    orc_progress_fn progress; /* may be NULL */
+    void *progress_user;
+} orc_model_params;
+
+ORC_API orc_model_params orc_model_default_params(void);
+
+/* Load and validate a GGUF model. params may be NULL for defaults. On success *out
+ * owns the model (free with orc_model_free). */
+ORC_API orc_status orc_model_load(const char *path, const orc_model_params *params,
+                                  orc_model **out);
+ORC_API void orc_model_free(orc_model *model);
+
+/* Metadata. Strings live as long as the model. */
+ORC_API const char *orc_model_arch(const orc_model *model);   /* general.architecture */
+ORC_API const char *orc_model_name(const orc_model *model);   /* general.name or "" */
+ORC_API int32_t orc_model_n_ctx_train(const orc_model *model);
+ORC_API int32_t orc_model_n_vocab(const orc_model *model);
+ORC_API int32_t orc_model_n_layer(const orc_model *model);
+ORC_API int32_t orc_model_n_embd(const orc_model *model);
+ORC_API int32_t orc_model_n_head(const orc_model *model);
+ORC_API int32_t orc_model_n_head_kv(const orc_model *model);
+ORC_API int32_t orc_model_n_ff(const orc_model *model);
+ORC_API uint64_t orc_model_n_params(const orc_model *model);
+ORC_API uint64_t orc_model_file_size(const orc_model *model);
+ORC_API uint32_t orc_model_gguf_version(const orc_model *model);
+
+/* GGUF metadata by position and by key. orc_model_meta_value writes the value as text
+ * (strings raw, numbers in decimal, arrays as JSON, long arrays truncated with "...")
+ * NUL-terminated into buf; returns the full length, or -1 when the key is absent.
+ * A return >= cap means the text was truncated. */
+ORC_API int32_t orc_model_meta_count(const orc_model *model);
+ORC_API const char *orc_model_meta_key(const orc_model *model, int32_t i);
+ORC_API const char *orc_model_meta_type(const orc_model *model, int32_t i); /* "u32", "[string]"... */
+ORC_API int32_t orc_model_meta_value(const orc_model *model, const char *key, char *buf,
+                                     size_t cap);
+
+typedef struct orc_tensor_info {
+    const char *name;
+    const char *type;    /* "f16", "q4_K", ... */
+    uint32_t n_dims;
+    int64_t ne[4];       /* ne[0] is the row length */
+    uint64_t offset;     /* absolute offset in the file */
+    uint64_t n_bytes;
+} orc_tensor_info;
+
+ORC_API int32_t orc_model_n_tensors(const orc_model *model);
+ORC_API orc_status orc_model_tensor(const orc_model *model, int32_t i, orc_tensor_info *out);
+
+/* ---- Tokens -------------------------------------------------------------------- */
+
+typedef int32_t orc_token;
+
+enum {
+    ORC_TOKEN_ATTR_NORMAL = 1 << 0,
+    ORC_TOKEN_ATTR_UNKNOWN = 1 << 1,
+    ORC_TOKEN_ATTR_CONTROL = 1 << 2,
+    ORC_TOKEN_ATTR_USER_DEFINED = 1 << 3,
+    ORC_TOKEN_ATTR_UNUSED = 1 << 4,
+    ORC_TOKEN_ATTR_BYTE = 1 << 5
+};
+
+/* Tokenize len bytes of text into tokens[0..cap). add_special adds BOS/EOS as the model's
+ * metadata asks; parse_special turns special-token text ("<|im_start|>") into single
+ * tokens (off for user text). Returns the number of tokens, or the negative of the
+ * number needed when cap is too small. */
+ORC_API int32_t orc_tokenize(const orc_model *model, const char *text, size_t len,
+                             orc_token *tokens, int32_t cap, bool add_special,
+                             bool parse_special);
+
+/* The bytes of tokens[0..n) as text, with the model family's leading-space rule.
+ * remove_special drops BOS/EOS; unparse_special renders control tokens as their text.
+ * Returns the byte count (not NUL-terminated unless room remains), or the negative of
+ * the size needed. */
+ORC_API int32_t orc_detokenize(const orc_model *model, const orc_token *tokens, int32_t n,
+                               char *buf, int32_t cap, bool remove_special,
+                               bool unparse_special);
+
+/* The bytes one token contributes when generated after others (byte tokens give their
+ * byte; special tokens give their text only when special is true). Returns the byte
+ * count or the negative of the size needed. */
+ORC_API int32_t orc_token_to_piece(const orc_model *model, orc_token token, char *buf,
+                                   int32_t cap, bool special);
+
+ORC_API const char *orc_token_text(const orc_model *model, orc_token token); /* vocab entry */
+ORC_API float orc_token_score(const orc_model *model, orc_token token);
+ORC_API uint32_t orc_token_attr(const orc_model *model, orc_token token);
+ORC_API bool orc_token_is_eog(const orc_model *model, orc_token token); /* EOS, EOT, ... */
+ORC_API orc_token orc_token_bos(const orc_model *model); /* -1 when none */
+ORC_API orc_token orc_token_eos(const orc_model *model);
+ORC_API orc_token orc_token_eot(const orc_model *model);
+ORC_API orc_token orc_token_pad(const orc_model *model);
+ORC_API orc_token orc_token_unk(const orc_model *model);
+ORC_API bool orc_vocab_add_bos(const orc_model *model);
+ORC_API bool orc_vocab_add_eos(const orc_model *model);
+
+/* A streaming text decoder: feeds generated tokens and returns only complete UTF-8
+ * characters, holding back the bytes of a character split across tokens. */
+typedef struct orc_detok_stream orc_detok_stream;
+ORC_API orc_detok_stream *orc_detok_stream_new(const orc_model *model);
+/* Appends token's bytes; writes the text ready to emit (NUL-terminated) to *out, owned
+ * by the stream and valid until the next call. */
+ORC_API orc_status orc_detok_stream_push(orc_detok_stream *s, orc_token token,
+                                         const char **out, size_t *out_len);
+/* Returns whatever is held back (an incomplete sequence at the end of generation). */
+ORC_API orc_status orc_detok_stream_flush(orc_detok_stream *s, const char **out,
+                                          size_t *out_len);
+ORC_API void orc_detok_stream_free(orc_detok_stream *s);
+
+/* ---- Contexts: the KV cache and evaluation ---------------------------------------- */
+
+typedef struct orc_context orc_context;
+
+typedef struct orc_context_params {
+    int32_t n_ctx;      /* context window in tokens; 0 = training length capped at 4096 */
+    int32_t n_batch;    /* most tokens evaluated in one pass (default 512) */
+    int32_t n_threads;  /* 0 = the model's setting */
+} orc_context_params;
+
+ORC_API orc_context_params orc_context_default_params(void);
+
+/* A context owns the KV cache and scratch memory for evaluation (allocated once here). */
+ORC_API orc_status orc_context_new(orc_model *model, const orc_context_params *params,
+                                   orc_context **out);
+ORC_API void orc_context_free(orc_context *ctx);
+ORC_API int32_t orc_context_n_ctx(const orc_context *ctx);
+ORC_API const orc_model *orc_context_model(const orc_context *ctx);
+
+/* Evaluate n tokens after those already in the cache. all_logits keeps the logits of
+ * every position (orc_context_logits(ctx, i) for i in [0, n)); otherwise only the last.
+ * Fails with ORC_ERR_CONTEXT_FULL, changing nothing, when they do not fit. */
+ORC_API orc_status orc_eval(orc_context *ctx, const orc_token *tokens, int32_t n,
+                            bool all_logits);
+/* Logits (n_vocab floats) of position i of the last orc_eval; i = -1 is the last one.
+ * NULL when not kept. Valid until the next orc_eval. */
+ORC_API const float *orc_context_logits(const orc_context *ctx, int32_t i);
+/* Number of tokens in the cache; drop all or keep only the first n (prefix reuse). */
+ORC_API int32_t orc_context_n_past(const orc_context *ctx);
+ORC_API void orc_context_clear(orc_context *ctx);
+ORC_API orc_status orc_context_truncate(orc_context *ctx, int32_t n);
+
+/* ---- Sampling ------------------------------------------------------------------ */
+
+typedef struct orc_sampler orc_sampler;
+
+typedef struct orc_sampler_params {
+    float temperature;      /* <= 0: greedy (default 0.8) */
+    int32_t top_k;          /* <= 0: off (default 40) */
+    float top_p;            /* >= 1: off (default 0.95) */
+    float min_p;            /* <= 0: off (default 0.05) */
+    float repeat_penalty;   /* 1: off (default 1.0) */
+    float presence_penalty; /* 0: off */
+    float frequency_penalty;/* 0: off */
+    int32_t penalty_last_n; /* window of recent tokens the penalties look at (default 64) */
+    uint64_t seed;          /* same seed, same choices */
+} orc_sampler_params;
+
+ORC_API orc_sampler_params orc_sampler_default_params(void);
+ORC_API orc_status orc_sampler_new(const orc_sampler_params *params, int32_t n_vocab,
+                                   orc_sampler **out);
+ORC_API void orc_sampler_free(orc_sampler *s);
+/* Choose a token from logits (n_vocab floats, not modified). */
+ORC_API orc_token orc_sampler_sample(orc_sampler *s, const float *logits);
+/* Record a token as part of the history the penalties look at (prompt and output). */
+ORC_API void orc_sampler_accept(orc_sampler *s, orc_token token);
+ORC_API void orc_sampler_reset(orc_sampler *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
