@@ -1,70 +1,195 @@
-/* quant.c - scalar reference kernels for float weight types (F32, F16, BF16).
- * Quantized types and SIMD paths plug in behind the same interface. */
+/* quant.c - dispatcher for the weight formats: picks the kernel table for the CPU
+ * (cpu.c), converts activations, and drives the tiled matrix product over row ranges.
+ * The per-type arithmetic lives in quant_ref.c (scalar) and quant_<isa>.c (SIMD). */
 #include "quant.h"
 
+#include "cpu.h"
 #include "dtype.h"
+#include "quant_impl.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+static const orc_kernels *g_kern;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static const orc_kernels *isa_by_name(const char *name)
+{
+    const orc_cpu_features *f = orc_cpu_get();
+    if (strcmp(name, "scalar") == 0)
+        return &orc_kernels_ref;
+#if defined(__x86_64__) || defined(__i386__)
+    if (strcmp(name, "avx2") == 0)
+        return f->avx2 && f->fma && f->f16c ? &orc_kernels_avx2 : NULL;
+    if (strcmp(name, "avx512") == 0)
+        return f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni && f->avx2 &&
+                       f->fma && f->f16c
+                   ? &orc_kernels_avx512
+                   : NULL;
+#endif
+#if defined(__ARM_NEON)
+    if (strcmp(name, "neon") == 0)
+        return &orc_kernels_neon;
+#endif
+    (void)f;
+    return NULL;
+}
+
+static const orc_kernels *best_isa(void)
+{
+    static const char *order[] = {"avx512", "avx2", "neon", "scalar"};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const orc_kernels *k = isa_by_name(order[i]);
+        if (k)
+            return k;
+    }
+    return &orc_kernels_ref;
+}
+
+static void init_isa(void)
+{
+    const char *env = getenv("ORC_ISA");
+    const orc_kernels *k = env && *env ? isa_by_name(env) : NULL;
+    __atomic_store_n(&g_kern, k ? k : best_isa(), __ATOMIC_RELEASE);
+}
+
+static const orc_kernels *kern(void)
+{
+    pthread_once(&g_once, init_isa);
+    return __atomic_load_n(&g_kern, __ATOMIC_ACQUIRE);
+}
+
+const char *orc_quant_isa(void)
+{
+    return kern()->name;
+}
+
+bool orc_quant_isa_available(const char *name)
+{
+    return name && isa_by_name(name) != NULL;
+}
+
+bool orc_quant_set_isa(const char *name)
+{
+    kern();
+    const orc_kernels *k = !name || strcmp(name, "auto") == 0 ? best_isa() : isa_by_name(name);
+    if (!k)
+        return false;
+    __atomic_store_n(&g_kern, k, __ATOMIC_RELEASE);
+    return true;
+}
+
+static int act_kind(uint32_t wtype)
+{
+    switch (wtype) {
+    case ORC_DT_F32:
+    case ORC_DT_F16:
+    case ORC_DT_BF16:
+        return ORC_ACT_F32;
+    case ORC_DT_Q4_0:
+    case ORC_DT_Q4_1:
+    case ORC_DT_Q5_0:
+    case ORC_DT_Q5_1:
+    case ORC_DT_Q8_0:
+    case ORC_DT_IQ4_NL:
+        return ORC_ACT_Q8A;
+    case ORC_DT_Q2_K:
+    case ORC_DT_Q3_K:
+    case ORC_DT_Q4_K:
+    case ORC_DT_Q5_K:
+    case ORC_DT_Q6_K:
+    case ORC_DT_IQ4_XS:
+        return ORC_ACT_Q8K;
+    default:
+        return -1;
+    }
+}
 
 bool orc_quant_supported(uint32_t wtype)
 {
-    return wtype == 0 || wtype == 1 || wtype == 30;
+    return act_kind(wtype) >= 0;
 }
 
 void orc_dequant_row(uint32_t type, const void *src, float *dst, int64_t n)
 {
-    const uint16_t *h = src;
-    switch (type) {
-    case 0:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        break;
-    case 1:
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = orc_f16_to_f32(h[i]);
-        break;
-    case 30:
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = orc_bf16_to_f32(h[i]);
-        break;
-    default:
-        memset(dst, 0, (size_t)n * sizeof(float));
-    }
+    orc_ref_dequant(type, src, dst, n);
+}
+
+size_t orc_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
+{
+    return orc_ref_quantize(type, src, dst, n);
 }
 
 size_t orc_act_row_size(uint32_t wtype, int64_t n)
 {
-    (void)wtype;
-    return (size_t)n * sizeof(float);
+    if (n < 0)
+        return 0;
+    switch (act_kind(wtype)) {
+    case ORC_ACT_F32:
+        return (uint64_t)n > SIZE_MAX / 4 ? 0 : (size_t)n * 4;
+    case ORC_ACT_Q8A:
+        return n % QK ? 0 : (size_t)(n / QK) * sizeof(blk_q8a);
+    case ORC_ACT_Q8K:
+        return n % QKK ? 0 : (size_t)(n / QKK) * sizeof(blk_q8_K);
+    default:
+        return 0;
+    }
 }
 
 void orc_act_convert(uint32_t wtype, const float *x, void *dst, int64_t n)
 {
-    (void)wtype;
-    memcpy(dst, x, (size_t)n * sizeof(float));
+    const orc_kernels *k = kern();
+    switch (act_kind(wtype)) {
+    case ORC_ACT_F32:
+        memcpy(dst, x, (size_t)n * sizeof(float));
+        return;
+    case ORC_ACT_Q8A:
+        (k->quant_q8a ? k->quant_q8a : orc_ref_quantize_q8a)(x, dst, n);
+        return;
+    case ORC_ACT_Q8K:
+        (k->quant_q8k ? k->quant_q8k : orc_ref_quantize_q8k)(x, dst, n);
+        return;
+    default:
+        return;
+    }
 }
+
+/* Tiles of 4 rows x 4 tokens over the whole row length. For prefill the rows are taken
+ * in panels small enough to stay in L2 while every token tile streams past them, so each
+ * weight byte comes from DRAM once per call. */
+#define TILE_R 4
+#define TILE_T 4
+#define PANEL_BYTES (192 * 1024)
 
 void orc_matmul(uint32_t wtype, const void *W, size_t w_stride, int64_t n,
                 const void *X, size_t x_stride, int64_t n_tok,
                 float *Y, int64_t ldy, int64_t r0, int64_t r1)
 {
-    float row[4096];
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *w = (const uint8_t *)W + (size_t)r * w_stride;
-        for (int64_t t = 0; t < n_tok; t++) {
-            const float *x = (const float *)((const uint8_t *)X + (size_t)t * x_stride);
-            float acc = 0.0f;
-            for (int64_t i0 = 0; i0 < n; i0 += 4096) {
-                int64_t m = n - i0 < 4096 ? n - i0 : 4096;
-                orc_dequant_row(wtype, w + orc_dtype_row_size(wtype, i0), row, m);
-                for (int64_t i = 0; i < m; i++)
-                    acc += row[i] * x[i0 + i];
+    const orc_kernels *k = kern();
+    if (wtype >= ORC_DT_COUNT || act_kind(wtype) < 0 || r1 <= r0 || n_tok <= 0)
+        return;
+    orc_tile_fn tile = k->tile[wtype] ? k->tile[wtype] : orc_kernels_ref.tile[wtype];
+    const uint8_t *w = W;
+    const uint8_t *x = X;
+    if (n_tok == 1) {
+        for (int64_t r = r0; r < r1; r += TILE_R) {
+            int nr = r1 - r < TILE_R ? (int)(r1 - r) : TILE_R;
+            tile(n, w + (size_t)r * w_stride, w_stride, x, x_stride, Y + r, ldy, nr, 1);
+        }
+        return;
+    }
+    int64_t panel = w_stride ? (int64_t)(PANEL_BYTES / w_stride) : TILE_R;
+    panel = panel < TILE_R ? TILE_R : panel - panel % TILE_R;
+    for (int64_t p0 = r0; p0 < r1; p0 += panel) {
+        int64_t p1 = r1 - p0 < panel ? r1 : p0 + panel;
+        for (int64_t t = 0; t < n_tok; t += TILE_T) {
+            int nt = n_tok - t < TILE_T ? (int)(n_tok - t) : TILE_T;
+            for (int64_t r = p0; r < p1; r += TILE_R) {
+                int nr = p1 - r < TILE_R ? (int)(p1 - r) : TILE_R;
+                tile(n, w + (size_t)r * w_stride, w_stride, x + (size_t)t * x_stride, x_stride,
+                     Y + t * ldy + r, ldy, nr, nt);
             }
-            Y[t * ldy + r] = acc;
         }
     }
-}
-
-const char *orc_quant_isa(void)
-{
-    return "scalar";
 }

@@ -1,7 +1,8 @@
-/* quant.h - dequantization and matrix kernels for every supported weight type.
- * Weights stay in their GGUF block format; activations are first converted to the
- * format the weight type's dot product consumes (e.g. 8-bit blocks for Q4_0), then
- * rows of W are dotted with rows of X. SIMD paths are chosen at run time. */
+/* quant.h - dequantization, quantization and matrix kernels for every supported weight
+ * type. Weights stay in their GGUF block format; activations are first converted to the
+ * format the weight type's dot product consumes (8-bit blocks for quantized types, as
+ * llama.cpp does), then rows of W are dotted with rows of X. SIMD paths (AVX2, AVX-512,
+ * NEON, scalar) are chosen at run time; docs/kernels.md describes the design. */
 #ifndef ORC_QUANT_H
 #define ORC_QUANT_H
 
@@ -9,13 +10,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* True when orc_matmul and orc_dequant_row handle weights of this type. */
+/* True when orc_matmul and orc_dequant_row handle weights of this type: F32, F16, BF16,
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS. */
 bool orc_quant_supported(uint32_t wtype);
 
-/* Dequantize n elements (a multiple of the block size) of a row into floats. */
+/* Dequantize n elements (a multiple of the block size) of a row into floats. Also
+ * accepts Q8_K. Unsupported types write zeros. */
 void orc_dequant_row(uint32_t type, const void *src, float *dst, int64_t n);
 
-/* Bytes of one activation row of n elements converted for weight type wtype. */
+/* Quantize n floats (a multiple of the block size) into dst, which must hold
+ * orc_dtype_row_size(type, n) bytes. Returns the bytes written, or 0 when the type has no
+ * quantizer (IQ2/IQ3/IQ1/TQ/MXFP4) or n is not a multiple of its block size. Types: F32,
+ * F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL,
+ * IQ4_XS. Scalar and deterministic; non-finite inputs give unspecified (but in-range)
+ * codes. */
+size_t orc_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
+
+/* Bytes of one activation row of n elements converted for weight type wtype; 0 when n
+ * is not a multiple of wtype's block size or the type is unsupported. F32/F16/BF16
+ * weights take F32 activations (4n bytes); 32-element types take 8-bit blocks of 40 bytes
+ * per 32; K-quants and IQ4_XS take Q8_K blocks (292 bytes per 256). */
 size_t orc_act_row_size(uint32_t wtype, int64_t n);
 
 /* Convert one activation row (n floats) to the format wtype's dot product consumes. */
@@ -23,12 +37,22 @@ void orc_act_convert(uint32_t wtype, const float *x, void *dst, int64_t n);
 
 /* Y[t * ldy + r] = dot(row r of W, row t of X) for r in [r0, r1), t in [0, n_tok).
  * W holds rows of n elements of type wtype, w_stride bytes apart; X holds n_tok rows
- * converted by orc_act_convert, x_stride bytes apart. Thread-safe for disjoint ranges. */
+ * converted by orc_act_convert, x_stride bytes apart. Thread-safe for disjoint ranges.
+ * n_tok > 1 runs tiled (4 rows x 4 tokens per weight load). */
 void orc_matmul(uint32_t wtype, const void *W, size_t w_stride, int64_t n,
                 const void *X, size_t x_stride, int64_t n_tok,
                 float *Y, int64_t ldy, int64_t r0, int64_t r1);
 
-/* Name of the SIMD path in use ("avx512", "avx2", "scalar", ...). */
+/* Name of the SIMD path in use ("avx512", "avx2", "neon", "scalar"). The default is the
+ * best the CPU supports; the environment variable ORC_ISA (same names) overrides it. */
 const char *orc_quant_isa(void);
+
+/* Selects a SIMD path by name (NULL or "auto": the best available). Returns false, and
+ * changes nothing, when this build or CPU lacks it. Not thread-safe against running
+ * kernels: meant for tests and benchmarks. */
+bool orc_quant_set_isa(const char *name);
+
+/* True when the named path can run here. */
+bool orc_quant_isa_available(const char *name);
 
 #endif
