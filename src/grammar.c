@@ -1,0 +1,1588 @@
+/* grammar.c - the grammar core: builder (rules over byte sets, UTF-8 code point classes
+ * lowered to byte sequences), checks (undefined rules, left recursion), the pushdown
+ * matcher with hash-consed stacks and interned states (so a position is one integer and
+ * transitions are memoised), and token masks computed by walking a per-vocabulary trie. */
+#include "grammar.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GE_END 0xFFFFFFFFu
+#define GE_RULE 0x80000000u
+#define IS_RULE(e) (((e) & GE_RULE) && (e) != GE_END)
+
+static uint64_t hash64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ull;
+    }
+    return hash64(h ^ n);
+}
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elsize)
+{
+    if (need <= *cap)
+        return true;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2 / elsize)
+            return false;
+        nc *= 2;
+    }
+    void *q = realloc(*p, nc * elsize);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = nc;
+    return true;
+}
+
+/* ---- string buffers ---- */
+
+void gsb_put(grammar_strbuf *s, const char *p, size_t n)
+{
+    if (s->oom)
+        return;
+    if (!grow((void **)&s->p, &s->cap, s->n + n + 1, 1)) {
+        s->oom = true;
+        return;
+    }
+    memcpy(s->p + s->n, p, n);
+    s->n += n;
+    s->p[s->n] = 0;
+}
+
+void gsb_puts(grammar_strbuf *s, const char *p)
+{
+    gsb_put(s, p, strlen(p));
+}
+
+void gsb_printf(grammar_strbuf *s, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        s->oom = true;
+        return;
+    }
+    if ((size_t)n < sizeof tmp) {
+        gsb_put(s, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        s->oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    gsb_put(s, big, (size_t)n);
+    free(big);
+}
+
+/* ---- a small open-addressing map: nonzero 64-bit key -> uint32 ---- */
+
+typedef struct {
+    uint64_t *keys; /* 0 = empty */
+    uint32_t *vals;
+    size_t cap, n;  /* cap is a power of two */
+} u64map;
+
+static void u64map_free(u64map *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+static bool u64map_rehash(u64map *m, size_t ncap)
+{
+    uint64_t *nk = calloc(ncap, sizeof *nk);
+    uint32_t *nv = malloc(ncap * sizeof *nv);
+    if (!nk || !nv) {
+        free(nk);
+        free(nv);
+        return false;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->keys[i])
+            continue;
+        size_t j = hash64(m->keys[i]) & (ncap - 1);
+        while (nk[j])
+            j = (j + 1) & (ncap - 1);
+        nk[j] = m->keys[i];
+        nv[j] = m->vals[i];
+    }
+    free(m->keys);
+    free(m->vals);
+    m->keys = nk;
+    m->vals = nv;
+    m->cap = ncap;
+    return true;
+}
+
+static uint32_t *u64map_get(const u64map *m, uint64_t key)
+{
+    if (!m->cap)
+        return NULL;
+    size_t j = hash64(key) & (m->cap - 1);
+    while (m->keys[j]) {
+        if (m->keys[j] == key)
+            return &m->vals[j];
+        j = (j + 1) & (m->cap - 1);
+    }
+    return NULL;
+}
+
+static bool u64map_put(u64map *m, uint64_t key, uint32_t val)
+{
+    if ((m->n + 1) * 4 >= m->cap * 3 && !u64map_rehash(m, m->cap ? m->cap * 2 : 64))
+        return false;
+    size_t j = hash64(key) & (m->cap - 1);
+    while (m->keys[j]) {
+        if (m->keys[j] == key) {
+            m->vals[j] = val;
+            return true;
+        }
+        j = (j + 1) & (m->cap - 1);
+    }
+    m->keys[j] = key;
+    m->vals[j] = val;
+    m->n++;
+    return true;
+}
+
+static void u64map_clear(u64map *m)
+{
+    if (m->cap)
+        memset(m->keys, 0, m->cap * sizeof *m->keys);
+    m->n = 0;
+}
+
+/* ---- builder ---- */
+
+typedef struct {
+    char *name;
+    uint32_t first_alt; /* linked list of alternatives through alt.next, in order */
+    uint32_t last_alt;
+    uint32_t n_alts;
+} brule;
+
+typedef struct {
+    uint32_t off, len, next;
+} balt;
+
+struct grammar_builder {
+    brule *rules;
+    size_t n_rules, cap_rules;
+    balt *alts;
+    size_t n_alts, cap_alts;
+    grammar_elem *seq;
+    size_t n_seq, cap_seq;
+    uint8_t (*sets)[32];
+    size_t n_sets, cap_sets;
+    u64map name_map;   /* hash(name) -> rule (collisions resolved by the chain below) */
+    uint32_t *name_next;
+    u64map set_map;    /* hash(set) -> set index (chained through set_next) */
+    uint32_t *set_next;
+    size_t cap_set_next, cap_name_next;
+    u64map cp_map;     /* hash(code point ranges) -> element; verified by cp_keys */
+    char err[256];
+    uint32_t anon_counter;
+};
+
+grammar_builder *gb_new(void)
+{
+    return calloc(1, sizeof(grammar_builder));
+}
+
+void gb_free(grammar_builder *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n_rules; i++)
+        free(b->rules[i].name);
+    free(b->rules);
+    free(b->alts);
+    free(b->seq);
+    free(b->sets);
+    free(b->name_next);
+    free(b->set_next);
+    u64map_free(&b->name_map);
+    u64map_free(&b->set_map);
+    u64map_free(&b->cp_map);
+    free(b);
+}
+
+const char *gb_error(const grammar_builder *b)
+{
+    return b->err;
+}
+
+static int32_t gb_fail(grammar_builder *b, const char *msg)
+{
+    if (!b->err[0])
+        snprintf(b->err, sizeof b->err, "%s", msg);
+    return -1;
+}
+
+static uint64_t nzkey(uint64_t h)
+{
+    return h ? h : 1;
+}
+
+int32_t gb_rule(grammar_builder *b, const char *name, size_t n)
+{
+    uint64_t key = nzkey(hash_bytes(name, n));
+    uint32_t *head = u64map_get(&b->name_map, key);
+    for (uint32_t r = head ? *head : UINT32_MAX; r != UINT32_MAX; r = b->name_next[r]) {
+        if (strlen(b->rules[r].name) == n && memcmp(b->rules[r].name, name, n) == 0)
+            return (int32_t)r;
+    }
+    if (b->n_rules >= GRAMMAR_MAX_RULES)
+        return gb_fail(b, "too many rules");
+    if (!grow((void **)&b->rules, &b->cap_rules, b->n_rules + 1, sizeof *b->rules) ||
+        !grow((void **)&b->name_next, &b->cap_name_next, b->n_rules + 1, sizeof *b->name_next))
+        return gb_fail(b, "out of memory");
+    char *copy = malloc(n + 1);
+    if (!copy)
+        return gb_fail(b, "out of memory");
+    memcpy(copy, name, n);
+    copy[n] = 0;
+    uint32_t r = (uint32_t)b->n_rules++;
+    b->rules[r] = (brule){copy, UINT32_MAX, UINT32_MAX, 0};
+    b->name_next[r] = head ? *head : UINT32_MAX;
+    if (!u64map_put(&b->name_map, key, r))
+        return gb_fail(b, "out of memory");
+    return (int32_t)r;
+}
+
+int32_t gb_anon_rule(grammar_builder *b, const char *base)
+{
+    char name[160];
+    for (;;) {
+        snprintf(name, sizeof name, "%.120s-%u", base, ++b->anon_counter);
+        size_t n = strlen(name);
+        uint32_t *head = u64map_get(&b->name_map, nzkey(hash_bytes(name, n)));
+        bool taken = false;
+        for (uint32_t r = head ? *head : UINT32_MAX; r != UINT32_MAX; r = b->name_next[r])
+            if (strcmp(b->rules[r].name, name) == 0)
+                taken = true;
+        if (!taken)
+            return gb_rule(b, name, n);
+    }
+}
+
+bool gb_rule_defined(const grammar_builder *b, int32_t rule)
+{
+    return rule >= 0 && (size_t)rule < b->n_rules && b->rules[rule].n_alts > 0;
+}
+
+grammar_elem gb_elem_rule(int32_t rule)
+{
+    return GE_RULE | (uint32_t)rule;
+}
+
+bool gb_add_alt(grammar_builder *b, int32_t rule, const grammar_elem *seq, size_t n)
+{
+    if (rule < 0 || (size_t)rule >= b->n_rules)
+        return gb_fail(b, "bad rule"), false;
+    if (b->n_seq + b->n_alts + n + 1 > GRAMMAR_MAX_ELEMS)
+        return gb_fail(b, "grammar too large (element limit)"), false;
+    if (!grow((void **)&b->alts, &b->cap_alts, b->n_alts + 1, sizeof *b->alts) ||
+        !grow((void **)&b->seq, &b->cap_seq, b->n_seq + n + 1, sizeof *b->seq))
+        return gb_fail(b, "out of memory"), false;
+    uint32_t a = (uint32_t)b->n_alts++;
+    b->alts[a] = (balt){(uint32_t)b->n_seq, (uint32_t)n, UINT32_MAX};
+    if (n)
+        memcpy(b->seq + b->n_seq, seq, n * sizeof *seq);
+    b->n_seq += n;
+    brule *r = &b->rules[rule];
+    if (r->last_alt == UINT32_MAX)
+        r->first_alt = a;
+    else
+        b->alts[r->last_alt].next = a;
+    r->last_alt = a;
+    r->n_alts++;
+    return true;
+}
+
+grammar_elem gb_elem_bytes(grammar_builder *b, const uint8_t set[32])
+{
+    uint64_t key = nzkey(hash_bytes(set, 32));
+    uint32_t *head = u64map_get(&b->set_map, key);
+    for (uint32_t s = head ? *head : UINT32_MAX; s != UINT32_MAX; s = b->set_next[s])
+        if (memcmp(b->sets[s], set, 32) == 0)
+            return s;
+    if (b->n_sets >= GE_RULE - 1)
+        return gb_fail(b, "too many byte sets"), GE_END;
+    if (!grow((void **)&b->sets, &b->cap_sets, b->n_sets + 1, 32) ||
+        !grow((void **)&b->set_next, &b->cap_set_next, b->n_sets + 1, sizeof *b->set_next))
+        return gb_fail(b, "out of memory"), GE_END;
+    uint32_t s = (uint32_t)b->n_sets++;
+    memcpy(b->sets[s], set, 32);
+    b->set_next[s] = head ? *head : UINT32_MAX;
+    if (!u64map_put(&b->set_map, key, s))
+        return gb_fail(b, "out of memory"), GE_END;
+    return s;
+}
+
+static grammar_elem byte_range(grammar_builder *b, unsigned lo, unsigned hi)
+{
+    uint8_t set[32] = {0};
+    for (unsigned c = lo; c <= hi; c++)
+        set[c >> 3] |= (uint8_t)(1u << (c & 7));
+    return gb_elem_bytes(b, set);
+}
+
+typedef struct {
+    uint32_t lo, hi;
+} cprange;
+
+static int cmp_cprange(const void *a, const void *b)
+{
+    const cprange *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static int utf8_len(uint32_t c)
+{
+    return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+}
+
+static void utf8_enc(uint32_t c, uint8_t *o)
+{
+    switch (utf8_len(c)) {
+    case 1: o[0] = (uint8_t)c; break;
+    case 2: o[0] = (uint8_t)(0xC0 | (c >> 6)); o[1] = (uint8_t)(0x80 | (c & 0x3F)); break;
+    case 3:
+        o[0] = (uint8_t)(0xE0 | (c >> 12));
+        o[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        o[2] = (uint8_t)(0x80 | (c & 0x3F));
+        break;
+    default:
+        o[0] = (uint8_t)(0xF0 | (c >> 18));
+        o[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+        o[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        o[3] = (uint8_t)(0x80 | (c & 0x3F));
+    }
+}
+
+/* Lower a code point range with one encoded length into byte-range sequences (the
+ * classic split: ranges whose trailing bytes cover the whole 80..BF span are merged). */
+static bool cp_lower(grammar_builder *b, int32_t rule, uint32_t lo, uint32_t hi)
+{
+    int n = utf8_len(lo);
+    if (n == 1) {
+        grammar_elem e = byte_range(b, lo, hi);
+        return e != GE_END && gb_add_alt(b, rule, &e, 1);
+    }
+    /* Split so that lo and hi differ only in trailing bytes that span a full block. */
+    for (int i = 1; i < n; i++) {
+        uint32_t m = (1u << (6 * i)) - 1;
+        if ((lo & ~m) != (hi & ~m)) {
+            if ((lo & m) != 0)
+                return cp_lower(b, rule, lo, lo | m) && cp_lower(b, rule, (lo | m) + 1, hi);
+            if ((hi & m) != m)
+                return cp_lower(b, rule, lo, (hi & ~m) - 1) && cp_lower(b, rule, hi & ~m, hi);
+        }
+    }
+    uint8_t a[4], z[4];
+    utf8_enc(lo, a);
+    utf8_enc(hi, z);
+    grammar_elem seq[4];
+    for (int i = 0; i < n; i++) {
+        seq[i] = byte_range(b, a[i], z[i]);
+        if (seq[i] == GE_END)
+            return false;
+    }
+    return gb_add_alt(b, rule, seq, (size_t)n);
+}
+
+grammar_elem gb_elem_codepoints(grammar_builder *b, const uint32_t *lo, const uint32_t *hi,
+                                size_t n, bool negate)
+{
+    cprange *r = malloc((n + 4) * sizeof *r);
+    cprange *out = malloc((n + 8) * 2 * sizeof *out);
+    grammar_elem result = GE_END;
+    if (!r || !out) {
+        gb_fail(b, "out of memory");
+        goto done;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = lo[i], z = hi[i];
+        if (a > z || a > 0x10FFFF)
+            continue;
+        if (z > 0x10FFFF)
+            z = 0x10FFFF;
+        r[k++] = (cprange){a, z};
+    }
+    qsort(r, k, sizeof *r, cmp_cprange);
+    size_t m = 0; /* merged */
+    for (size_t i = 0; i < k; i++) {
+        if (m && r[i].lo <= r[m - 1].hi + 1) {
+            if (r[i].hi > r[m - 1].hi)
+                r[m - 1].hi = r[i].hi;
+        } else {
+            r[m++] = r[i];
+        }
+    }
+    size_t no = 0;
+    if (negate) {
+        uint32_t next = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (r[i].lo > next)
+                out[no++] = (cprange){next, r[i].lo - 1};
+            next = r[i].hi + 1;
+        }
+        if (next <= 0x10FFFF)
+            out[no++] = (cprange){next, 0x10FFFF};
+    } else {
+        memcpy(out, r, m * sizeof *r);
+        no = m;
+    }
+    /* Drop surrogates and split at encoded-length boundaries. */
+    cprange *fin = malloc((no * 2 + 8) * 4 * sizeof *fin);
+    if (!fin) {
+        gb_fail(b, "out of memory");
+        goto done;
+    }
+    size_t nf = 0;
+    static const uint32_t bounds[] = {0x7F, 0x7FF, 0xD7FF, 0xDFFF, 0xFFFF, 0x10FFFF};
+    for (size_t i = 0; i < no; i++) {
+        uint32_t a = out[i].lo;
+        for (size_t j = 0; j < 6 && a <= out[i].hi; j++) {
+            if (a > bounds[j])
+                continue;
+            uint32_t z = out[i].hi < bounds[j] ? out[i].hi : bounds[j];
+            if (bounds[j] != 0xDFFF)
+                fin[nf++] = (cprange){a, z};
+            a = z + 1;
+        }
+    }
+    if (nf == 0) {
+        gb_fail(b, "empty character class");
+        free(fin);
+        goto done;
+    }
+    if (fin[nf - 1].hi < 0x80) {
+        uint8_t set[32] = {0};
+        for (size_t i = 0; i < nf; i++)
+            for (uint32_t c = fin[i].lo; c <= fin[i].hi; c++)
+                set[c >> 3] |= (uint8_t)(1u << (c & 7));
+        result = gb_elem_bytes(b, set);
+        free(fin);
+        goto done;
+    }
+    uint64_t key = nzkey(hash_bytes(fin, nf * sizeof *fin));
+    uint32_t *have = u64map_get(&b->cp_map, key);
+    if (have) { /* 64-bit hash of the exact range list: collisions are not a concern */
+        result = *have;
+        free(fin);
+        goto done;
+    }
+    int32_t rule = gb_anon_rule(b, "char");
+    if (rule < 0) {
+        free(fin);
+        goto done;
+    }
+    /* ASCII part as one byte set alternative. */
+    size_t i = 0;
+    uint8_t set[32] = {0};
+    bool any = false;
+    for (; i < nf && fin[i].hi < 0x80; i++) {
+        for (uint32_t c = fin[i].lo; c <= fin[i].hi; c++)
+            set[c >> 3] |= (uint8_t)(1u << (c & 7));
+        any = true;
+    }
+    if (any) {
+        grammar_elem e = gb_elem_bytes(b, set);
+        if (e == GE_END || !gb_add_alt(b, rule, &e, 1)) {
+            free(fin);
+            goto done;
+        }
+    }
+    for (; i < nf; i++) {
+        if (!cp_lower(b, rule, fin[i].lo, fin[i].hi)) {
+            free(fin);
+            goto done;
+        }
+    }
+    free(fin);
+    result = gb_elem_rule(rule);
+    if (!u64map_put(&b->cp_map, key, result)) {
+        gb_fail(b, "out of memory");
+        result = GE_END;
+    }
+done:
+    free(r);
+    free(out);
+    return result;
+}
+
+/* ---- finished grammars ---- */
+
+struct grammar {
+    uint32_t *el;       /* elements; each alternative ends with GE_END */
+    size_t n_el;
+    uint32_t *alt_pos;  /* start of each alternative in el */
+    uint32_t *rule_alt; /* alternatives of rule r: alt_pos[rule_alt[r] .. rule_alt[r+1]) */
+    uint32_t n_rules;
+    uint8_t (*sets)[32];
+    uint32_t n_sets;
+    uint32_t root;
+    char **names;
+};
+
+void grammar_free(grammar *g)
+{
+    if (!g)
+        return;
+    if (g->names)
+        for (uint32_t i = 0; i < g->n_rules; i++)
+            free(g->names[i]);
+    free(g->names);
+    free(g->el);
+    free(g->alt_pos);
+    free(g->rule_alt);
+    free(g->sets);
+    free(g);
+}
+
+int32_t grammar_n_rules(const grammar *g)
+{
+    return (int32_t)g->n_rules;
+}
+
+size_t grammar_n_elems(const grammar *g)
+{
+    return g->n_el;
+}
+
+grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errlen)
+{
+    grammar *g = NULL;
+    uint8_t *nullable = NULL, *color = NULL;
+    uint32_t *stk = NULL, *iter = NULL;
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (b->err[0]) {
+        snprintf(err, errlen, "%s", b->err);
+        goto fail;
+    }
+    if (!root)
+        root = "root";
+    size_t nr = b->n_rules;
+    int32_t root_id = -1;
+    for (size_t r = 0; r < nr; r++)
+        if (strcmp(b->rules[r].name, root) == 0)
+            root_id = (int32_t)r;
+    if (root_id < 0 || b->rules[root_id].n_alts == 0) {
+        snprintf(err, errlen, "grammar has no rule '%s'", root);
+        goto fail;
+    }
+    for (size_t r = 0; r < nr; r++) {
+        if (b->rules[r].n_alts == 0) {
+            snprintf(err, errlen, "undefined rule '%s'", b->rules[r].name);
+            goto fail;
+        }
+    }
+    /* Nullable rules, to a fixpoint. */
+    nullable = calloc(nr, 1);
+    color = calloc(nr, 1);
+    stk = malloc(nr * sizeof *stk);
+    iter = malloc(nr * sizeof *iter);
+    if (!nullable || !color || !stk || !iter) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (size_t r = 0; r < nr; r++) {
+            if (nullable[r])
+                continue;
+            for (uint32_t a = b->rules[r].first_alt; a != UINT32_MAX; a = b->alts[a].next) {
+                bool all = true;
+                for (uint32_t i = 0; i < b->alts[a].len && all; i++) {
+                    grammar_elem e = b->seq[b->alts[a].off + i];
+                    all = IS_RULE(e) && nullable[e & ~GE_RULE];
+                }
+                if (all) {
+                    nullable[r] = 1;
+                    changed = true;
+                    break;
+                }
+            }
+        }
+    }
+    /* Left recursion: a cycle in "r can start with s" (after a nullable prefix). Iterative
+     * DFS; iter[r] walks the flattened (alt, position) pairs of r lazily. */
+    for (size_t s0 = 0; s0 < nr; s0++) {
+        if (color[s0])
+            continue;
+        size_t sp = 0;
+        stk[sp++] = (uint32_t)s0;
+        color[s0] = 1;
+        /* iter encodes the current alt in the high part via a side walk */
+        iter[s0] = 0;
+        while (sp) {
+            uint32_t r = stk[sp - 1];
+            /* find the iter[r]-th left-edge of r */
+            uint32_t k = 0, target = UINT32_MAX;
+            for (uint32_t a = b->rules[r].first_alt; a != UINT32_MAX && target == UINT32_MAX;
+                 a = b->alts[a].next) {
+                for (uint32_t i = 0; i < b->alts[a].len; i++) {
+                    grammar_elem e = b->seq[b->alts[a].off + i];
+                    if (!IS_RULE(e))
+                        break;
+                    if (k++ == iter[r]) {
+                        target = e & ~GE_RULE;
+                        break;
+                    }
+                    if (!nullable[e & ~GE_RULE])
+                        break;
+                }
+            }
+            if (target == UINT32_MAX) {
+                color[r] = 2;
+                sp--;
+                continue;
+            }
+            iter[r]++;
+            if (color[target] == 1) {
+                snprintf(err, errlen, "rule '%s' is left-recursive (through '%s')",
+                         b->rules[target].name, b->rules[r].name);
+                goto fail;
+            }
+            if (color[target] == 0) {
+                color[target] = 1;
+                iter[target] = 0;
+                stk[sp++] = target;
+            }
+        }
+    }
+    g = calloc(1, sizeof *g);
+    if (!g)
+        goto oom;
+    g->n_rules = (uint32_t)nr;
+    g->n_el = b->n_seq + b->n_alts + 1;
+    g->el = malloc(g->n_el * sizeof *g->el);
+    g->alt_pos = malloc((b->n_alts + 1) * sizeof *g->alt_pos);
+    g->rule_alt = malloc((nr + 1) * sizeof *g->rule_alt);
+    g->sets = malloc((b->n_sets + 1) * 32);
+    g->names = calloc(nr, sizeof *g->names);
+    if (!g->el || !g->alt_pos || !g->rule_alt || !g->sets || !g->names)
+        goto oom;
+    memcpy(g->sets, b->sets, b->n_sets * 32);
+    g->n_sets = (uint32_t)b->n_sets;
+    size_t pos = 0, na = 0;
+    for (size_t r = 0; r < nr; r++) {
+        g->rule_alt[r] = (uint32_t)na;
+        for (uint32_t a = b->rules[r].first_alt; a != UINT32_MAX; a = b->alts[a].next) {
+            g->alt_pos[na++] = (uint32_t)pos;
+            for (uint32_t i = 0; i < b->alts[a].len; i++)
+                g->el[pos++] = b->seq[b->alts[a].off + i];
+            g->el[pos++] = GE_END;
+        }
+        g->names[r] = b->rules[r].name;
+        b->rules[r].name = NULL;
+    }
+    g->rule_alt[nr] = (uint32_t)na;
+    g->el[pos++] = GE_END;
+    g->n_el = pos;
+    g->root = (uint32_t)root_id;
+    free(nullable);
+    free(color);
+    free(stk);
+    free(iter);
+    gb_free(b);
+    return g;
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    grammar_free(g);
+    free(nullable);
+    free(color);
+    free(stk);
+    free(iter);
+    gb_free(b);
+    return NULL;
+}
+
+/* ---- matcher pool: hash-consed stacks and interned states shared by clones ---- */
+
+#define NODE_EMPTY 0u          /* the empty stack: the root has been matched */
+#define ST_DEAD UINT32_MAX
+#define MAX_STACKS_PER_STATE 4096
+#define MAX_NODES (1u << 25)
+#define MAX_STATES (1u << 23)
+#define MAX_EXPAND_STEPS 200000
+#define MASK_CACHE_BYTES (64u << 20)
+
+typedef struct gpool {
+    int refs;
+    const grammar *g;
+    /* stack nodes: (pos, parent) */
+    uint32_t *npos, *npar;
+    size_t n_nodes, cap_nodes;
+    u64map node_map;
+    /* states: sorted sets of node ids */
+    uint32_t *sarena;
+    size_t n_sarena, cap_sarena;
+    uint32_t *soff, *slen, *sloop; /* sloop: index+1 into loops, 0 = not computed */
+    uint8_t (*sallow)[32];
+    uint8_t *sacc;
+    uint64_t *shash;
+    size_t n_states, cap_states;
+    uint32_t *stab; /* open addressing over state ids */
+    size_t stab_cap;
+    uint8_t (*loops)[32];
+    size_t n_loops, cap_loops;
+    u64map trans;   /* (state << 8 | byte) + 1 -> next state (ST_DEAD) */
+    u64map mcache;  /* (vocab serial << 32 | state) + 1 -> mask slot */
+    uint32_t *masks;
+    size_t n_masks, cap_masks, mask_words_cached;
+    /* expansion scratch */
+    uint64_t *work;
+    size_t cap_work;
+    uint32_t *out;
+    size_t cap_out;
+    uint64_t *vis_keys;
+    uint32_t *vis_gen;
+    size_t vis_cap;
+    uint32_t gen;
+    const char *error;
+    grammar_stats stats;
+} gpool;
+
+struct grammar_matcher {
+    gpool *p;
+    uint32_t state;
+    uint32_t start;
+    bool terminated;
+};
+
+static void pool_free(gpool *p)
+{
+    if (!p || --p->refs > 0)
+        return;
+    free(p->npos);
+    free(p->npar);
+    u64map_free(&p->node_map);
+    free(p->sarena);
+    free(p->soff);
+    free(p->slen);
+    free(p->sloop);
+    free(p->sallow);
+    free(p->sacc);
+    free(p->shash);
+    free(p->stab);
+    free(p->loops);
+    u64map_free(&p->trans);
+    u64map_free(&p->mcache);
+    free(p->masks);
+    free(p->work);
+    free(p->out);
+    free(p->vis_keys);
+    free(p->vis_gen);
+    free(p);
+}
+
+static uint32_t node_intern(gpool *p, uint32_t pos, uint32_t par)
+{
+    uint64_t key = ((uint64_t)pos << 32 | par) + 1;
+    uint32_t *v = u64map_get(&p->node_map, key);
+    if (v)
+        return *v;
+    if (p->n_nodes >= MAX_NODES) {
+        p->error = "grammar matcher: too many parse stacks (node limit)";
+        return UINT32_MAX;
+    }
+    if (p->n_nodes >= p->cap_nodes) {
+        size_t nc = p->cap_nodes ? p->cap_nodes * 2 : 256;
+        uint32_t *a = realloc(p->npos, nc * sizeof *a);
+        if (!a)
+            goto oom;
+        p->npos = a;
+        a = realloc(p->npar, nc * sizeof *a);
+        if (!a)
+            goto oom;
+        p->npar = a;
+        p->cap_nodes = nc;
+    }
+    uint32_t id = (uint32_t)p->n_nodes++;
+    p->npos[id] = pos;
+    p->npar[id] = par;
+    if (!u64map_put(&p->node_map, key, id))
+        goto oom;
+    return id;
+oom:
+    p->error = "grammar matcher: out of memory";
+    return UINT32_MAX;
+}
+
+static bool vis_test_set(gpool *p, uint64_t key)
+{
+    size_t j = hash64(key) & (p->vis_cap - 1);
+    while (p->vis_gen[j] == p->gen) {
+        if (p->vis_keys[j] == key)
+            return true;
+        j = (j + 1) & (p->vis_cap - 1);
+    }
+    p->vis_gen[j] = p->gen;
+    p->vis_keys[j] = key;
+    return false;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool states_grow(gpool *p)
+{
+    if (p->n_states < p->cap_states)
+        return true;
+    size_t nc = p->cap_states ? p->cap_states * 2 : 64;
+    void *a = realloc(p->soff, nc * sizeof *p->soff);
+    if (!a) return false;
+    p->soff = a;
+    a = realloc(p->slen, nc * sizeof *p->slen);
+    if (!a) return false;
+    p->slen = a;
+    a = realloc(p->sloop, nc * sizeof *p->sloop);
+    if (!a) return false;
+    p->sloop = a;
+    a = realloc(p->sallow, nc * 32);
+    if (!a) return false;
+    p->sallow = a;
+    a = realloc(p->sacc, nc);
+    if (!a) return false;
+    p->sacc = a;
+    a = realloc(p->shash, nc * sizeof *p->shash);
+    if (!a) return false;
+    p->shash = a;
+    p->cap_states = nc;
+    return true;
+}
+
+static bool stab_insert(gpool *p, uint32_t id)
+{
+    size_t j = p->shash[id] & (p->stab_cap - 1);
+    while (p->stab[j] != UINT32_MAX)
+        j = (j + 1) & (p->stab_cap - 1);
+    p->stab[j] = id;
+    return true;
+}
+
+/* Intern the (sorted, unique) node set out[0..n). */
+static uint32_t state_intern(gpool *p, const uint32_t *nodes, size_t n)
+{
+    uint64_t h = hash_bytes(nodes, n * sizeof *nodes);
+    if (p->stab_cap) {
+        size_t j = h & (p->stab_cap - 1);
+        for (uint32_t s; (s = p->stab[j]) != UINT32_MAX; j = (j + 1) & (p->stab_cap - 1)) {
+            if (p->shash[s] == h && p->slen[s] == n &&
+                memcmp(p->sarena + p->soff[s], nodes, n * sizeof *nodes) == 0)
+                return s;
+        }
+    }
+    if (p->n_states >= MAX_STATES) {
+        p->error = "grammar matcher: too many parser states";
+        return ST_DEAD;
+    }
+    if ((p->n_states + 1) * 2 >= p->stab_cap) {
+        size_t nc = p->stab_cap ? p->stab_cap * 2 : 256;
+        uint32_t *t = malloc(nc * sizeof *t);
+        if (!t)
+            goto oom;
+        memset(t, 0xFF, nc * sizeof *t);
+        free(p->stab);
+        p->stab = t;
+        p->stab_cap = nc;
+        for (size_t s = 0; s < p->n_states; s++)
+            stab_insert(p, (uint32_t)s);
+    }
+    if (!states_grow(p) ||
+        !grow((void **)&p->sarena, &p->cap_sarena, p->n_sarena + n + 1, sizeof *p->sarena))
+        goto oom;
+    uint32_t id = (uint32_t)p->n_states++;
+    p->soff[id] = (uint32_t)p->n_sarena;
+    p->slen[id] = (uint32_t)n;
+    memcpy(p->sarena + p->n_sarena, nodes, n * sizeof *nodes);
+    p->n_sarena += n;
+    p->shash[id] = h;
+    p->sloop[id] = 0;
+    p->sacc[id] = n > 0 && nodes[0] == NODE_EMPTY;
+    uint8_t *allow = p->sallow[id];
+    memset(allow, 0, 32);
+    const grammar *g = p->g;
+    for (size_t i = 0; i < n; i++) {
+        if (nodes[i] == NODE_EMPTY)
+            continue;
+        const uint8_t *set = g->sets[g->el[p->npos[nodes[i]]]];
+        for (int k = 0; k < 32; k++)
+            allow[k] |= set[k];
+    }
+    stab_insert(p, id);
+    p->stats.n_states = (uint32_t)p->n_states;
+    return id;
+oom:
+    p->error = "grammar matcher: out of memory";
+    return ST_DEAD;
+}
+
+static bool work_push(gpool *p, size_t *nw, uint32_t pos, uint32_t rest)
+{
+    if (!grow((void **)&p->work, &p->cap_work, *nw + 1, sizeof *p->work)) {
+        p->error = "grammar matcher: out of memory";
+        return false;
+    }
+    p->work[(*nw)++] = (uint64_t)pos << 32 | rest;
+    return true;
+}
+
+/* Close the pending work list into a state: follow rule references and returns until
+ * every stack has a byte set on top (or is empty). */
+static uint32_t expand(gpool *p, size_t nw)
+{
+    const grammar *g = p->g;
+    size_t no = 0, steps = 0;
+    if (++p->gen == 0) {
+        memset(p->vis_gen, 0, p->vis_cap * sizeof *p->vis_gen);
+        p->gen = 1;
+    }
+    size_t n_vis = 0;
+    while (nw) {
+        uint64_t w = p->work[--nw];
+        uint32_t pos = (uint32_t)(w >> 32), rest = (uint32_t)w;
+        if (++steps > MAX_EXPAND_STEPS) {
+            p->error = "grammar matcher: expansion limit (grammar too ambiguous)";
+            return ST_DEAD;
+        }
+        if ((n_vis + 1) * 2 >= p->vis_cap) {
+            /* grow the visited set, keeping this generation's entries */
+            size_t nc = p->vis_cap ? p->vis_cap * 4 : 1024;
+            uint64_t *nk = malloc(nc * sizeof *nk);
+            uint32_t *ng = calloc(nc, sizeof *ng);
+            if (!nk || !ng) {
+                free(nk);
+                free(ng);
+                p->error = "grammar matcher: out of memory";
+                return ST_DEAD;
+            }
+            for (size_t i = 0; i < p->vis_cap; i++) {
+                if (p->vis_gen[i] != p->gen)
+                    continue;
+                size_t j = hash64(p->vis_keys[i]) & (nc - 1);
+                while (ng[j] == p->gen)
+                    j = (j + 1) & (nc - 1);
+                ng[j] = p->gen;
+                nk[j] = p->vis_keys[i];
+            }
+            free(p->vis_keys);
+            free(p->vis_gen);
+            p->vis_keys = nk;
+            p->vis_gen = ng;
+            p->vis_cap = nc;
+        }
+        if (vis_test_set(p, w))
+            continue;
+        n_vis++;
+        uint32_t e = g->el[pos];
+        if (e == GE_END) {
+            if (rest == NODE_EMPTY) {
+                if (!grow((void **)&p->out, &p->cap_out, no + 1, sizeof *p->out))
+                    goto oom;
+                p->out[no++] = NODE_EMPTY;
+            } else if (!work_push(p, &nw, p->npos[rest], p->npar[rest])) {
+                return ST_DEAD;
+            }
+        } else if (e & GE_RULE) {
+            uint32_t r = e & ~GE_RULE;
+            uint32_t ret = rest;
+            if (g->el[pos + 1] != GE_END) {
+                ret = node_intern(p, pos + 1, rest);
+                if (ret == UINT32_MAX)
+                    return ST_DEAD;
+            }
+            for (uint32_t a = g->rule_alt[r + 1]; a-- > g->rule_alt[r];)
+                if (!work_push(p, &nw, g->alt_pos[a], ret))
+                    return ST_DEAD;
+        } else {
+            uint32_t id = node_intern(p, pos, rest);
+            if (id == UINT32_MAX)
+                return ST_DEAD;
+            if (no >= MAX_STACKS_PER_STATE) {
+                p->error = "grammar matcher: too many parse stacks (grammar too ambiguous)";
+                return ST_DEAD;
+            }
+            if (!grow((void **)&p->out, &p->cap_out, no + 1, sizeof *p->out))
+                goto oom;
+            p->out[no++] = id;
+        }
+    }
+    if (no == 0)
+        return ST_DEAD;
+    qsort(p->out, no, sizeof *p->out, cmp_u32);
+    size_t u = 1;
+    for (size_t i = 1; i < no; i++)
+        if (p->out[i] != p->out[u - 1])
+            p->out[u++] = p->out[i];
+    return state_intern(p, p->out, u);
+oom:
+    p->error = "grammar matcher: out of memory";
+    return ST_DEAD;
+}
+
+static uint32_t advance(gpool *p, uint32_t s, uint8_t byte)
+{
+    if (s == ST_DEAD || p->error)
+        return ST_DEAD;
+    if (!(p->sallow[s][byte >> 3] & (1u << (byte & 7))))
+        return ST_DEAD;
+    uint64_t key = ((uint64_t)s << 8 | byte) + 1;
+    uint32_t *v = u64map_get(&p->trans, key);
+    if (v)
+        return *v;
+    const grammar *g = p->g;
+    size_t nw = 0;
+    const uint32_t *nodes = p->sarena + p->soff[s];
+    /* push in reverse so that the expansion order follows the node order */
+    for (size_t i = p->slen[s]; i-- > 0;) {
+        uint32_t n = nodes[i];
+        if (n == NODE_EMPTY)
+            continue;
+        uint32_t pos = p->npos[n];
+        const uint8_t *set = g->sets[g->el[pos]];
+        if (set[byte >> 3] & (1u << (byte & 7)))
+            if (!work_push(p, &nw, pos + 1, p->npar[n]))
+                return ST_DEAD;
+    }
+    uint32_t next = expand(p, nw);
+    if (p->error)
+        return ST_DEAD;
+    if (!u64map_put(&p->trans, key, next)) {
+        p->error = "grammar matcher: out of memory";
+        return ST_DEAD;
+    }
+    return next;
+}
+
+static gpool *pool_new(const grammar *g)
+{
+    gpool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->refs = 1;
+    p->g = g;
+    /* id 0 is the empty stack; it is never looked up through the node map */
+    p->npos = malloc(256 * sizeof *p->npos);
+    p->npar = malloc(256 * sizeof *p->npar);
+    if (!p->npos || !p->npar) {
+        pool_free(p);
+        return NULL;
+    }
+    p->cap_nodes = 256;
+    p->npos[0] = p->npar[0] = UINT32_MAX;
+    p->n_nodes = 1;
+    return p;
+}
+
+static uint32_t start_state(gpool *p)
+{
+    const grammar *g = p->g;
+    size_t nw = 0;
+    for (uint32_t a = g->rule_alt[g->root + 1]; a-- > g->rule_alt[g->root];)
+        if (!work_push(p, &nw, g->alt_pos[a], NODE_EMPTY))
+            return ST_DEAD;
+    return expand(p, nw);
+}
+
+grammar_matcher *grammar_matcher_new(const grammar *g)
+{
+    if (!g)
+        return NULL;
+    grammar_matcher *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->p = pool_new(g);
+    if (!m->p) {
+        free(m);
+        return NULL;
+    }
+    m->start = start_state(m->p);
+    if (m->start == ST_DEAD) {
+        grammar_matcher_free(m);
+        return NULL;
+    }
+    m->state = m->start;
+    return m;
+}
+
+grammar_matcher *grammar_matcher_clone(const grammar_matcher *m)
+{
+    grammar_matcher *c = malloc(sizeof *c);
+    if (!c)
+        return NULL;
+    *c = *m;
+    c->p->refs++;
+    return c;
+}
+
+void grammar_matcher_free(grammar_matcher *m)
+{
+    if (!m)
+        return;
+    pool_free(m->p);
+    free(m);
+}
+
+void grammar_matcher_reset(grammar_matcher *m)
+{
+    m->state = m->start;
+    m->terminated = false;
+}
+
+grammar_snapshot grammar_matcher_snapshot(const grammar_matcher *m)
+{
+    return (uint64_t)m->state | (uint64_t)m->terminated << 32;
+}
+
+void grammar_matcher_restore(grammar_matcher *m, grammar_snapshot s)
+{
+    uint32_t st = (uint32_t)s;
+    if (st >= m->p->n_states)
+        return;
+    m->state = st;
+    m->terminated = (s >> 32) & 1;
+}
+
+const char *grammar_matcher_error(const grammar_matcher *m)
+{
+    return m->p->error;
+}
+
+bool grammar_matcher_accept_byte(grammar_matcher *m, uint8_t b)
+{
+    if (m->terminated)
+        return false;
+    uint32_t n = advance(m->p, m->state, b);
+    if (n == ST_DEAD)
+        return false;
+    m->state = n;
+    return true;
+}
+
+bool grammar_matcher_accept_bytes(grammar_matcher *m, const void *bytes, size_t n)
+{
+    if (m->terminated)
+        return false;
+    const uint8_t *s = bytes;
+    uint32_t st = m->state;
+    for (size_t i = 0; i < n; i++) {
+        st = advance(m->p, st, s[i]);
+        if (st == ST_DEAD)
+            return false;
+    }
+    m->state = st;
+    return true;
+}
+
+bool grammar_matcher_can_accept(grammar_matcher *m, uint8_t b)
+{
+    return !m->terminated && !m->p->error && (m->p->sallow[m->state][b >> 3] & (1u << (b & 7)));
+}
+
+void grammar_matcher_allowed_bytes(grammar_matcher *m, uint8_t out[32])
+{
+    if (m->terminated || m->p->error)
+        memset(out, 0, 32);
+    else
+        memcpy(out, m->p->sallow[m->state], 32);
+}
+
+bool grammar_matcher_is_complete(const grammar_matcher *m)
+{
+    return !m->terminated && m->p->sacc[m->state];
+}
+
+bool grammar_matcher_is_terminated(const grammar_matcher *m)
+{
+    return m->terminated;
+}
+
+size_t grammar_matcher_forced_bytes(grammar_matcher *m, uint8_t *buf, size_t cap)
+{
+    if (m->terminated)
+        return 0;
+    gpool *p = m->p;
+    uint32_t s = m->state;
+    size_t n = 0;
+    while (n < cap && s != ST_DEAD && !p->sacc[s]) {
+        int cnt = 0, only = -1;
+        for (int k = 0; k < 32; k++) {
+            uint8_t v = p->sallow[s][k];
+            if (!v)
+                continue;
+            cnt += __builtin_popcount(v);
+            only = k * 8 + __builtin_ctz(v);
+        }
+        if (cnt != 1)
+            break;
+        buf[n++] = (uint8_t)only;
+        s = advance(p, s, (uint8_t)only);
+    }
+    return n;
+}
+
+void grammar_matcher_stats(const grammar_matcher *m, grammar_stats *out)
+{
+    *out = m->p->stats;
+    out->n_stack_nodes = (uint32_t)m->p->n_nodes;
+    out->n_states = (uint32_t)m->p->n_states;
+}
+
+/* ---- vocabulary tries ---- */
+
+typedef struct {
+    uint32_t lo, ehi, hi;  /* tokens (sorted order) in the subtree; [lo, ehi) end here */
+    uint32_t child;        /* first child node; children are contiguous */
+    uint32_t sub;          /* index+1 into subtree byte sets (0: none, small subtree) */
+    uint16_t n_child;
+    uint8_t byte;
+} tnode;
+
+struct grammar_vocab {
+    int32_t n_tokens;
+    uint32_t serial;
+    char **bytes;
+    uint32_t *len;
+    uint8_t *is_eog;
+    int32_t *eog;
+    int32_t n_eog;
+    int32_t *sorted;       /* token ids in lexicographic order of their bytes */
+    uint32_t n_sorted;
+    tnode *nodes;
+    size_t n_nodes, cap_nodes;
+    uint8_t (*subsets)[32];
+    size_t n_subsets, cap_subsets;
+};
+
+#define SUBSET_MIN_TOKENS 8
+#define GRAMMAR_MAX_TOKEN_BYTES 1024 /* longer tokens are excluded from masks */
+
+static atomic_uint vocab_serial = 1;
+
+typedef struct {
+    const char *p;
+    uint32_t len;
+    int32_t id;
+} tokref;
+
+static int cmp_tok(const void *a, const void *b)
+{
+    const tokref *x = a, *y = b;
+    int c = memcmp(x->p, y->p, x->len < y->len ? x->len : y->len);
+    if (c)
+        return c;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Build the subtree of node idx covering sorted[lo, hi) at the given depth. The recursion
+ * depth is bounded by GRAMMAR_MAX_TOKEN_BYTES. */
+static bool trie_build(grammar_vocab *v, size_t idx, uint32_t lo, uint32_t hi, uint32_t depth)
+{
+    uint32_t e = lo;
+    while (e < hi && v->len[v->sorted[e]] == depth)
+        e++;
+    v->nodes[idx].lo = lo;
+    v->nodes[idx].ehi = e;
+    v->nodes[idx].hi = hi;
+    /* count children */
+    uint32_t nch = 0;
+    for (uint32_t i = e; i < hi;) {
+        uint8_t c = (uint8_t)v->bytes[v->sorted[i]][depth];
+        nch++;
+        while (i < hi && (uint8_t)v->bytes[v->sorted[i]][depth] == c)
+            i++;
+    }
+    size_t first = v->n_nodes;
+    if (nch) {
+        if (!grow((void **)&v->nodes, &v->cap_nodes, v->n_nodes + nch, sizeof *v->nodes))
+            return false;
+        v->n_nodes += nch;
+    }
+    v->nodes[idx].child = (uint32_t)first;
+    v->nodes[idx].n_child = (uint16_t)nch;
+    v->nodes[idx].sub = 0;
+    if (hi - e >= SUBSET_MIN_TOKENS) {
+        if (!grow((void **)&v->subsets, &v->cap_subsets, v->n_subsets + 1, 32))
+            return false;
+        uint8_t *set = v->subsets[v->n_subsets];
+        memset(set, 0, 32);
+        for (uint32_t i = e; i < hi; i++) {
+            const uint8_t *s = (const uint8_t *)v->bytes[v->sorted[i]];
+            for (uint32_t k = depth; k < v->len[v->sorted[i]]; k++)
+                set[s[k] >> 3] |= (uint8_t)(1u << (s[k] & 7));
+        }
+        v->nodes[idx].sub = (uint32_t)++v->n_subsets;
+    }
+    uint32_t k = 0;
+    for (uint32_t i = e; i < hi; k++) {
+        uint8_t c = (uint8_t)v->bytes[v->sorted[i]][depth];
+        uint32_t j = i;
+        while (j < hi && (uint8_t)v->bytes[v->sorted[j]][depth] == c)
+            j++;
+        v->nodes[first + k].byte = c;
+        if (!trie_build(v, first + k, i, j, depth + 1))
+            return false;
+        i = j;
+    }
+    return true;
+}
+
+void grammar_vocab_free(grammar_vocab *v)
+{
+    if (!v)
+        return;
+    if (v->bytes)
+        for (int32_t i = 0; i < v->n_tokens; i++)
+            free(v->bytes[i]);
+    free(v->bytes);
+    free(v->len);
+    free(v->is_eog);
+    free(v->eog);
+    free(v->sorted);
+    free(v->nodes);
+    free(v->subsets);
+    free(v);
+}
+
+grammar_vocab *grammar_vocab_new(int32_t n_tokens, const char *const *tok_bytes,
+                                 const uint32_t *tok_len, const int32_t *eog, int32_t n_eog)
+{
+    if (n_tokens <= 0 || !tok_bytes || !tok_len || n_eog < 0 || (n_eog && !eog))
+        return NULL;
+    grammar_vocab *v = calloc(1, sizeof *v);
+    if (!v)
+        return NULL;
+    v->n_tokens = n_tokens;
+    v->serial = atomic_fetch_add(&vocab_serial, 1);
+    v->bytes = calloc((size_t)n_tokens, sizeof *v->bytes);
+    v->len = calloc((size_t)n_tokens, sizeof *v->len);
+    v->is_eog = calloc((size_t)n_tokens, 1);
+    v->sorted = malloc((size_t)n_tokens * sizeof *v->sorted);
+    v->eog = malloc(((size_t)n_eog + 1) * sizeof *v->eog);
+    if (!v->bytes || !v->len || !v->is_eog || !v->sorted || !v->eog)
+        goto fail;
+    for (int32_t i = 0; i < n_eog; i++) {
+        if (eog[i] < 0 || eog[i] >= n_tokens)
+            goto fail;
+        if (!v->is_eog[eog[i]])
+            v->eog[v->n_eog++] = eog[i];
+        v->is_eog[eog[i]] = 1;
+    }
+    for (int32_t i = 0; i < n_tokens; i++) {
+        if (v->is_eog[i] || !tok_bytes[i] || tok_len[i] == 0 || tok_len[i] > GRAMMAR_MAX_TOKEN_BYTES)
+            continue;
+        v->bytes[i] = malloc(tok_len[i]);
+        if (!v->bytes[i])
+            goto fail;
+        memcpy(v->bytes[i], tok_bytes[i], tok_len[i]);
+        v->len[i] = tok_len[i];
+        v->sorted[v->n_sorted++] = i;
+    }
+    tokref *refs = malloc(((size_t)v->n_sorted + 1) * sizeof *refs);
+    if (!refs)
+        goto fail;
+    for (uint32_t i = 0; i < v->n_sorted; i++)
+        refs[i] = (tokref){v->bytes[v->sorted[i]], v->len[v->sorted[i]], v->sorted[i]};
+    qsort(refs, v->n_sorted, sizeof *refs, cmp_tok);
+    for (uint32_t i = 0; i < v->n_sorted; i++)
+        v->sorted[i] = refs[i].id;
+    free(refs);
+    if (!grow((void **)&v->nodes, &v->cap_nodes, 1, sizeof *v->nodes))
+        goto fail;
+    v->n_nodes = 1;
+    memset(v->nodes, 0, sizeof *v->nodes);
+    if (!trie_build(v, 0, 0, v->n_sorted, 0))
+        goto fail;
+    return v;
+fail:
+    grammar_vocab_free(v);
+    return NULL;
+}
+
+int32_t grammar_vocab_n_tokens(const grammar_vocab *v)
+{
+    return v->n_tokens;
+}
+
+size_t grammar_vocab_mask_words(const grammar_vocab *v)
+{
+    return ((size_t)v->n_tokens + 31) / 32;
+}
+
+size_t grammar_vocab_trie_nodes(const grammar_vocab *v)
+{
+    return v->n_nodes;
+}
+
+/* Bytes b with advance(s, b) == s (computed once per state, on demand). */
+static const uint8_t *loop_set(gpool *p, uint32_t s)
+{
+    if (p->sloop[s])
+        return p->loops[p->sloop[s] - 1];
+    uint8_t set[32] = {0};
+    for (int b = 0; b < 256; b++) {
+        if (!(p->sallow[s][b >> 3] & (1u << (b & 7))))
+            continue;
+        if (advance(p, s, (uint8_t)b) == s)
+            set[b >> 3] |= (uint8_t)(1u << (b & 7));
+    }
+    if (p->error || !grow((void **)&p->loops, &p->cap_loops, p->n_loops + 1, 32))
+        return NULL;
+    memcpy(p->loops[p->n_loops], set, 32);
+    p->sloop[s] = (uint32_t)++p->n_loops;
+    return p->loops[p->n_loops - 1];
+}
+
+static inline void set_range(uint32_t *mask, const int32_t *sorted, uint32_t lo, uint32_t hi)
+{
+    for (uint32_t i = lo; i < hi; i++)
+        mask[(uint32_t)sorted[i] >> 5] |= 1u << ((uint32_t)sorted[i] & 31);
+}
+
+static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, uint32_t *mask)
+{
+    const uint8_t *allow = p->sallow[s];
+    const tnode *ch = v->nodes + nd->child;
+    for (uint32_t k = 0; k < nd->n_child; k++) {
+        const tnode *c = &ch[k];
+        uint8_t b = c->byte;
+        if (!(allow[b >> 3] & (1u << (b & 7))))
+            continue;
+        p->stats.trie_nodes_visited++;
+        uint32_t s2 = advance(p, s, b);
+        if (s2 == ST_DEAD)
+            continue;
+        set_range(mask, v->sorted, c->lo, c->ehi);
+        if (!c->n_child)
+            continue;
+        if (c->sub) {
+            const uint8_t *sub = v->subsets[c->sub - 1];
+            const uint8_t *a2 = p->sallow[s2];
+            bool inside = true;
+            for (int i = 0; i < 32 && inside; i++)
+                inside = (sub[i] & ~a2[i]) == 0;
+            if (inside) {
+                const uint8_t *loop = loop_set(p, s2);
+                for (int i = 0; i < 32 && inside && loop; i++)
+                    inside = (sub[i] & ~loop[i]) == 0;
+                if (inside && loop) {
+                    set_range(mask, v->sorted, c->ehi, c->hi);
+                    continue;
+                }
+            }
+        }
+        walk(p, v, c, s2, mask);
+        if (p->error)
+            return;
+    }
+}
+
+int32_t grammar_fill_mask(grammar_matcher *m, const grammar_vocab *v, uint32_t *bitmask)
+{
+    size_t words = grammar_vocab_mask_words(v);
+    memset(bitmask, 0, words * sizeof *bitmask);
+    gpool *p = m->p;
+    if (m->terminated || p->error)
+        return 0;
+    p->stats.mask_calls++;
+    uint64_t key = ((uint64_t)v->serial << 32 | m->state) + 1;
+    uint32_t *slot = u64map_get(&p->mcache, key);
+    if (slot && p->mask_words_cached == words) {
+        p->stats.mask_cache_hits++;
+        memcpy(bitmask, p->masks + (size_t)*slot * words, words * sizeof *bitmask);
+    } else {
+        walk(p, v, &v->nodes[0], m->state, bitmask);
+        if (p->error) {
+            memset(bitmask, 0, words * sizeof *bitmask);
+            return 0;
+        }
+        if (p->sacc[m->state])
+            for (int32_t i = 0; i < v->n_eog; i++)
+                bitmask[(uint32_t)v->eog[i] >> 5] |= 1u << ((uint32_t)v->eog[i] & 31);
+        /* cache it (the cache is flushed when full or when the mask size changes) */
+        if (p->mask_words_cached != words || (p->n_masks + 1) * words * 4 > MASK_CACHE_BYTES) {
+            u64map_clear(&p->mcache);
+            p->n_masks = 0;
+            p->mask_words_cached = words;
+        }
+        if (grow((void **)&p->masks, &p->cap_masks, (p->n_masks + 1) * words, sizeof *p->masks)) {
+            memcpy(p->masks + p->n_masks * words, bitmask, words * sizeof *bitmask);
+            if (u64map_put(&p->mcache, key, (uint32_t)p->n_masks))
+                p->n_masks++;
+        }
+    }
+    int32_t cnt = 0;
+    for (size_t i = 0; i < words; i++)
+        cnt += __builtin_popcount(bitmask[i]);
+    return cnt;
+}
+
+bool grammar_token_allowed(grammar_matcher *m, const grammar_vocab *v, int32_t id)
+{
+    if (id < 0 || id >= v->n_tokens || m->terminated)
+        return false;
+    if (v->is_eog[id])
+        return grammar_matcher_is_complete(m);
+    if (!v->bytes[id])
+        return false;
+    uint32_t s = m->state;
+    for (uint32_t i = 0; i < v->len[id] && s != ST_DEAD; i++)
+        s = advance(m->p, s, (uint8_t)v->bytes[id][i]);
+    return s != ST_DEAD;
+}
+
+bool grammar_accept_token(grammar_matcher *m, const grammar_vocab *v, int32_t id)
+{
+    if (id < 0 || id >= v->n_tokens || m->terminated)
+        return false;
+    if (v->is_eog[id]) {
+        if (!grammar_matcher_is_complete(m))
+            return false;
+        m->terminated = true;
+        return true;
+    }
+    if (!v->bytes[id])
+        return false;
+    return grammar_matcher_accept_bytes(m, v->bytes[id], v->len[id]);
+}
