@@ -19,8 +19,15 @@ enum {
     ORC_TATTR_CONTROL = 1 << 2,
     ORC_TATTR_USER_DEFINED = 1 << 3,
     ORC_TATTR_UNUSED = 1 << 4,
-    ORC_TATTR_BYTE = 1 << 5
+    ORC_TATTR_BYTE = 1 << 5,
+    /* Not in orchard.h: when such a token is matched in text, whitespace before it
+     * (LSTRIP) or after it (RSTRIP) is dropped, as llama.cpp does for Phi-3. */
+    ORC_TATTR_LSTRIP = 1 << 6,
+    ORC_TATTR_RSTRIP = 1 << 7
 };
+
+/* tokenizer.ggml.model */
+enum { ORC_VOCAB_SPM = 1, ORC_VOCAB_BPE = 2 };
 
 /* Build the vocabulary from metadata. NULL with a message in err on failure (missing or
  * inconsistent arrays, unsupported tokenizer model or pre-tokenizer). The vocab copies
@@ -44,7 +51,17 @@ bool orc_vocab_get_add_bos(const orc_vocab *v);
 bool orc_vocab_get_add_eos(const orc_vocab *v);
 bool orc_vocab_is_eog(const orc_vocab *v, int32_t id);
 
-/* Same contracts as orc_tokenize / orc_detokenize / orc_token_to_piece in orchard.h. */
+int32_t orc_vocab_type(const orc_vocab *v);  /* ORC_VOCAB_SPM or ORC_VOCAB_BPE */
+int32_t orc_vocab_eom(const orc_vocab *v);   /* -1 when none */
+int32_t orc_vocab_nl(const orc_vocab *v);    /* the token "\n" becomes, or -1 */
+bool orc_vocab_get_add_space_prefix(const orc_vocab *v);
+/* Id of the token whose text is exactly text[0..len), or -1. */
+int32_t orc_vocab_find(const orc_vocab *v, const char *text, size_t len);
+
+/* Same contracts as orc_tokenize / orc_detokenize / orc_token_to_piece in orchard.h.
+ * orc_vocab_tokenize returns INT32_MIN (message in orc_last_error) when memory runs
+ * out or the result would exceed INT32_MAX tokens. orc_vocab_piece and
+ * orc_vocab_detokenize give 0 bytes for ids out of range. */
 int32_t orc_vocab_tokenize(const orc_vocab *v, const char *text, size_t len, int32_t *out,
                            int32_t cap, bool add_special, bool parse_special);
 int32_t orc_vocab_detokenize(const orc_vocab *v, const int32_t *ids, int32_t n, char *buf,
