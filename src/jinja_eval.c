@@ -18,6 +18,8 @@ static const char *const builtin_names[] = {"range", "namespace", "dict", "raise
 
 static jv eval(jctx *c, const jnode *n, jframe *f);
 static void exec(jctx *c, const jnode *n, jframe *f);
+struct args;
+static jv apply_filter(jctx *c, const jnode *n, jv v, struct args *a, struct jframe *f);
 
 static void *xalloc(jctx *c, size_t n)
 {
@@ -196,12 +198,13 @@ static jstr *as_str(jctx *c, uint32_t pos, jv v, const char *what)
 }
 
 /* ---- arguments ---- */
-typedef struct args {
+struct args {
     int n, nk;
     jv *v;
     const char **kn;
     jv *kv;
-} args;
+};
+typedef struct args args;
 
 static args eval_args(jctx *c, const jnode *n, jframe *f)
 {
@@ -583,9 +586,19 @@ static jv arith(jctx *c, uint32_t pos, int op, jv a, jv b)
         }
     }
     if (op == OP_ADD) {
+        if (a.t == JV_STR && b.t == JV_STR && a.u.s->markup != b.u.s->markup) {
+            /* Markup + str escapes the plain side */
+            args none = {0};
+            jnode en = {.kind = N_FILTER, .id = FI_escape, .pos = pos};
+            if (!a.u.s->markup)
+                a = apply_filter(c, &en, a, &none, NULL);
+            else
+                b = apply_filter(c, &en, b, &none, NULL);
+        }
         if (a.t == JV_STR && b.t == JV_STR) {
             jstr *r = js_new(c, a.u.s->s, a.u.s->len + b.u.s->len);
             memcpy(r->s + a.u.s->len, b.u.s->s, b.u.s->len);
+            r->markup = a.u.s->markup;
             return jv_str(r);
         }
         if (a.t == JV_LIST && b.t == JV_LIST && !((a.u.l->flags ^ b.u.l->flags) & JL_TUPLE) &&
@@ -1506,7 +1519,7 @@ static jv indent_filter(jctx *c, jstr *s, jstr *ind, bool first, bool blank)
 
 static jv select_reject(jctx *c, const jnode *n, jv v, args *a, bool attr_mode, bool select)
 {
-    jlist *src = iter_list(c, n->pos, v);
+    jlist *src = jv_truthy(v) ? iter_list(c, n->pos, v) : jl_new(c, 0);
     jlist *out = jl_new(c, 0);
     out->flags = JL_GENERATOR;
     int base = attr_mode ? 1 : 0;
@@ -1574,9 +1587,17 @@ static double to_float(jv v, bool *ok)
 static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
 {
     uint32_t pos = n->pos;
+    if (n->id < 0)
+        FAIL(c, pos, "TemplateRuntimeError", "No filter named '%s' found.", n->name);
     switch (n->id) {
-    case FI_safe:
-    case FI_forceescape: return v;
+    case FI_safe: {
+        if (v.t == JV_STR && v.u.s->markup)
+            return v;
+        jstr *s = jv_to_str(c, v);
+        jstr *r = js_new(c, s->s, s->len);
+        r->markup = 1;
+        return jv_str(r);
+    }
     case FI_string: return v.t == JV_STR ? v : jv_str(jv_to_str(c, v));
     case FI_length:
     case FI_count:
@@ -1750,7 +1771,7 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         return jv_list(l);
     }
     case FI_map: {
-        jlist *src = iter_list(c, pos, v);
+        jlist *src = jv_truthy(v) ? iter_list(c, pos, v) : jl_new(c, 0);
         jlist *l = jl_new(c, src->n);
         l->flags = JL_GENERATOR;
         jv *at = NULL;
@@ -1918,7 +1939,10 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         return jv_int(k);
     }
     case FI_e:
-    case FI_escape: {
+    case FI_escape:
+    case FI_forceescape: {
+        if (n->id != FI_forceescape && v.t == JV_STR && v.u.s->markup)
+            return v;
         jstr *s = jv_to_str(c, v);
         jbuf b = {0};
         for (size_t i = 0; i < s->len; i++) {
@@ -1932,7 +1956,9 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
             default: jb_put(c, &b, &ch, 1);
             }
         }
-        return mkstr(c, b.p ? b.p : "", b.n);
+        jv r = mkstr(c, b.p ? b.p : "", b.n);
+        r.u.s->markup = 1;
+        return r;
     }
     case FI_format: {
         jstr *s = jv_to_str(c, v);
@@ -2046,6 +2072,8 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
 static bool apply_test(jctx *c, uint32_t pos, int id, const char *name, jv v, args *a)
 {
     jv *x = arg(a, 0, "other");
+    if (id < 0)
+        FAIL(c, pos, "TemplateRuntimeError", "No test named '%s' found.", name);
     switch (id) {
     case TE_defined: return v.t != JV_UNDEF;
     case TE_undefined: return v.t == JV_UNDEF;

@@ -31,7 +31,8 @@ typedef enum {
 
 typedef struct jstr {
     size_t len;
-    int ascii; /* 1 ascii only, 0 not, -1 unknown */
+    int ascii;  /* 1 ascii only, 0 not, -1 unknown */
+    int markup; /* jinja2 Markup (from |safe / |escape): `+` escapes plain strings */
     char s[];  /* NUL-terminated */
 } jstr;
 

@@ -29,6 +29,10 @@ typedef struct parser {
     tok *toks;
     size_t nt, capt, i;
     int depth;
+    int soft; /* inside an if body or inline-if: unknown filters/tests fail only when run */
+    int n_unknown;
+    uint32_t unk_pos;
+    const char *unk_name, *unk_kind;
 } parser;
 
 /* ---- errors ---- */
@@ -564,8 +568,14 @@ static jnode *parse_filter(parser *p, jnode *subject, bool start_inline)
         expect_name(p);
     }
     int id = lookup(filter_names, name);
-    if (id < 0)
+    if (id < 0 && !p->soft)
         jx_fail(p->c, t->pos, "TemplateAssertionError", "No filter named '%s'.", name);
+    if (id < 0) {
+        p->n_unknown++;
+        p->unk_pos = t->pos;
+        p->unk_name = name;
+        p->unk_kind = "filter";
+    }
     jnode *n = node(p, N_FILTER, t->pos);
     n->a = subject;
     n->id = (int16_t)id;
@@ -599,8 +609,14 @@ static jnode *parse_test(parser *p, jnode *subject)
         SYNERR(p, nt->pos, "expected test name");
     }
     int id = lookup(test_names, name);
-    if (id < 0)
+    if (id < 0 && !p->soft)
         jx_fail(p->c, nt->pos, "TemplateAssertionError", "No test named '%s'.", name);
+    if (id < 0) {
+        p->n_unknown++;
+        p->unk_pos = nt->pos;
+        p->unk_name = name;
+        p->unk_kind = "test";
+    }
     n->id = (int16_t)id;
     n->name = name;
     tok *a = cur(p);
@@ -992,16 +1008,24 @@ static jnode *parse_or(parser *p)
 static jnode *parse_condexpr(parser *p)
 {
     enter(p);
+    /* the branches of an inline if are soft: unknown filters there fail only when run */
+    int unk = p->n_unknown;
+    p->soft++;
     jnode *e1 = parse_or(p);
+    p->soft--;
+    if (!p->soft && p->n_unknown > unk && !is_name(cur(p), "if"))
+        jx_fail(p->c, p->unk_pos, "TemplateAssertionError", "No %s named '%s'.", p->unk_kind, p->unk_name);
     while (is_name(cur(p), "if")) {
         jnode *n = node(p, N_COND, cur(p)->pos);
         p->i++;
+        p->soft++;
         n->a = parse_or(p); /* condition */
         n->b = e1;
         if (is_name(cur(p), "else")) {
             p->i++;
             n->c = parse_condexpr(p);
         }
+        p->soft--;
         e1 = n;
     }
     leave(p);
@@ -1127,6 +1151,7 @@ static jnode *parse_stmt(parser *p)
         expect_bend(p);
         static const char *const ends[] = {"elif", "else", "endif", NULL};
         int w;
+        p->soft++;
         n->b = parse_body(p, ends, &w);
         jnode *tail = n;
         for (;;) {
@@ -1134,7 +1159,9 @@ static jnode *parse_stmt(parser *p)
                 uint32_t pos = cur(p)->pos;
                 p->i++;
                 jnode *e = node(p, N_IF, pos);
+                p->soft--;
                 e->a = parse_tuple(p, true, false);
+                p->soft++;
                 expect_bend(p);
                 e->b = parse_body(p, ends, &w);
                 tail->c = e;
@@ -1151,6 +1178,7 @@ static jnode *parse_stmt(parser *p)
                 break;
             }
         }
+        p->soft--;
     } else if (is_name(t, "for")) {
         p->i++;
         n = node(p, N_FOR, bt->pos);

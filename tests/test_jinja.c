@@ -228,7 +228,9 @@ static void test_hostile(void **state)
     char *deep = malloc(2 * n + 16);
     strcpy(deep, "{{ ");
     memset(deep + 3, '(', n);
-    deep[3 + n] = 0;
+    deep[3 + n] = '1';
+    memset(deep + 4 + n, ')', n);
+    strcpy(deep + 4 + 2 * n, " }}");
     expect_error(deep, NULL, "nested too deeply");
     /* deep block nesting */
     size_t m = 5000;
