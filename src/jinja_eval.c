@@ -2659,7 +2659,15 @@ int jinja_render(const jinja_template *t, const json_t *context, const jinja_ren
     c->max_iter = o.max_iterations ? o.max_iterations : 1000000;
     c->max_calls = o.max_call_depth ? o.max_call_depth : 64;
     c->now = o.now;
+    jbuf *volatile ob = calloc(1, sizeof(jbuf));
+    if (!ob) {
+        free(c);
+        return -1;
+    }
+    ob->heap = true;
     if (setjmp(c->jb)) {
+        free(ob->p);
+        free(ob);
         ja_free(&ar);
         free(c);
         return -1;
@@ -2683,23 +2691,23 @@ int jinja_render(const jinja_template *t, const json_t *context, const jinja_ren
             frame_set(c, root, js_cstr(c, k)->s, jv_from_json(c, val));
         }
     }
-    jbuf ob = {0};
-    c->out = &ob;
+    c->out = ob;
     exec(c, t->root, root);
-    char *res = malloc(ob.n + 1);
+    char *res = ob->p;
+    if (!res)
+        res = calloc(1, 1);
     if (!res) {
         ja_free(&ar);
+        free(ob);
         free(c);
         if (err && errlen)
             snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (ob.n)
-        memcpy(res, ob.p, ob.n);
-    res[ob.n] = 0;
     *out = res;
     if (out_len)
-        *out_len = ob.n;
+        *out_len = ob->n;
+    free(ob);
     ja_free(&ar);
     free(c);
     return 0;

@@ -158,6 +158,7 @@ typedef struct jframe {
 typedef struct jbuf {
     char *p;
     size_t n, cap;
+    bool heap; /* grown with realloc (the final output) instead of the arena */
 } jbuf;
 
 struct jloop {

@@ -382,10 +382,17 @@ void jb_put(jctx *c, jbuf *b, const char *s, size_t n)
         size_t nc = b->cap ? b->cap : 64;
         while (nc < need)
             nc *= 2;
-        char *np = xalloc(c, nc);
-        if (b->n)
-            memcpy(np, b->p, b->n);
-        b->p = np;
+        if (b->heap) {
+            char *np = realloc(b->p, nc);
+            if (!np)
+                jx_fail(c, 0, "MemoryError", "out of memory");
+            b->p = np;
+        } else {
+            char *np = xalloc(c, nc);
+            if (b->n)
+                memcpy(np, b->p, b->n);
+            b->p = np;
+        }
         b->cap = nc;
     }
     memcpy(b->p + b->n, s, n);
