@@ -596,7 +596,8 @@ static jv arith(jctx *c, uint32_t pos, int op, jv a, jv b)
                 b = apply_filter(c, &en, b, &none, NULL);
         }
         if (a.t == JV_STR && b.t == JV_STR) {
-            jstr *r = js_new(c, a.u.s->s, a.u.s->len + b.u.s->len);
+            jstr *r = js_new(c, NULL, a.u.s->len + b.u.s->len);
+            memcpy(r->s, a.u.s->s, a.u.s->len);
             memcpy(r->s + a.u.s->len, b.u.s->s, b.u.s->len);
             r->markup = a.u.s->markup;
             return jv_str(r);

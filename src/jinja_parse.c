@@ -763,7 +763,8 @@ static jnode *parse_primary(parser *p)
         /* adjacent string literals concatenate */
         while (cur(p)->t == T_STR) {
             jstr *a = n->val.u.s, *b = cur(p)->val.u.s;
-            jstr *r = js_new(p->c, a->s, a->len + b->len);
+            jstr *r = js_new(p->c, NULL, a->len + b->len);
+            memcpy(r->s, a->s, a->len);
             memcpy(r->s + a->len, b->s, b->len);
             n->val = jv_str(r);
             p->i++;

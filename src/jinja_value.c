@@ -97,7 +97,7 @@ jstr *js_new(jctx *c, const char *s, size_t n)
     jstr *r = xalloc(c, sizeof(jstr) + n + 1);
     r->len = n;
     r->ascii = -1;
-    if (n)
+    if (n && s)
         memcpy(r->s, s, n);
     r->s[n] = 0;
     return r;
