@@ -99,7 +99,7 @@ int32_t tok_strtab_find(const tok_strtab *t, const char *p, size_t n)
         const struct tok_slot *s = &t->slots[i];
         if (s->idx < 0)
             return -1;
-        if (s->hash == h && t->len[s->idx] == n && !memcmp(t->blob + t->off[s->idx], p, n))
+        if (s->hash == h && s->len == n && !memcmp(t->blob + s->off, p, n))
             return s->idx;
     }
 }
@@ -176,13 +176,12 @@ static bool strtab_index(tok_strtab *t, int32_t idx)
     for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
         struct tok_slot *s = &t->slots[i];
         if (s->idx < 0) {
-            s->idx = idx;
-            s->hash = h;
+            *s = (struct tok_slot){h, idx, t->off[idx], (uint32_t)n};
             t->used++;
             return true;
         }
-        if (s->hash == h && t->len[s->idx] == n && !memcmp(t->blob + t->off[s->idx], p, n)) {
-            s->idx = idx;
+        if (s->hash == h && s->len == n && !memcmp(t->blob + s->off, p, n)) {
+            *s = (struct tok_slot){h, idx, t->off[idx], (uint32_t)n};
             return true;
         }
     }
@@ -221,14 +220,6 @@ static bool text_is(const orc_vocab *v, int32_t id, const char *s)
 {
     size_t n = strlen(s);
     return v->strs.len[id] == n && !memcmp(tok_str(&v->strs, id), s, n);
-}
-
-static bool text_in(const orc_vocab *v, int32_t id, const char *const *list)
-{
-    for (; *list; list++)
-        if (text_is(v, id, *list))
-            return true;
-    return false;
 }
 
 /* Reads an optional token id key; ids outside the vocabulary keep the default. */
@@ -299,8 +290,9 @@ static void detect_by_text(orc_vocab *v)
     for (int i = 0; i < 3; i++)
         if (fims[i] >= 0)
             v->attr[fims[i]] |= TOK_ATTR_EOG;
-    for (int32_t id = 0; id < v->n_tokens; id++) {
-        if (text_in(v, id, eog_texts)) {
+    for (const char *const *t = eog_texts; *t; t++) {
+        int32_t id = find_text(v, *t);
+        if (id >= 0) {
             v->attr[id] |= TOK_ATTR_EOG;
             force_control(v, id);
         }
@@ -308,9 +300,11 @@ static void detect_by_text(orc_vocab *v)
     /* gpt-oss: always render these */
     static const char *const render_texts[] = {"<|channel|>", "<|message|>", "<|start|>",
         "<|constrain|>", NULL};
-    for (int32_t id = 0; id < v->n_tokens; id++)
-        if (text_in(v, id, render_texts))
+    for (const char *const *t = render_texts; *t; t++) {
+        int32_t id = find_text(v, *t);
+        if (id >= 0)
             v->attr[id] = ORC_TATTR_USER_DEFINED | (v->attr[id] & TOK_ATTR_EOG);
+    }
     int32_t musts[] = {v->eos, v->eot, v->eom};
     for (int i = 0; i < 3; i++)
         if (musts[i] >= 0)

@@ -25,7 +25,7 @@ typedef struct {
     uint32_t *off;       /* (n) offset of each string in blob */
     uint32_t *len;       /* (n) byte length */
     int32_t n, cap;
-    struct tok_slot { uint32_t hash; int32_t idx; } *slots; /* idx -1 = empty */
+    struct tok_slot { uint32_t hash; int32_t idx; uint32_t off, len; } *slots; /* idx -1: empty */
     uint32_t mask;
     int32_t used;
 } tok_strtab;
