@@ -11,6 +11,8 @@
 #include <string.h>
 
 #define AI static inline __attribute__((always_inline))
+/* the NR/NT/sub-block loops must unroll so accumulators live in registers, even at -O2 */
+#define UNROLL _Pragma("GCC unroll 8")
 
 AI float hsum_ps(__m256 v)
 {
@@ -95,21 +97,28 @@ AI float load_w1(uint32_t type, const uint8_t *w, int64_t i)
 AI void k_float(uint32_t type, int NR, int NT, TILE_ARGS)
 {
     __m256 acc[4][4];
+    UNROLL
     for (int r = 0; r < NR; r++)
+        UNROLL
         for (int t = 0; t < NT; t++)
             acc[r][t] = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 xv[4];
+        UNROLL
         for (int t = 0; t < NT; t++)
             xv[t] = _mm256_loadu_ps((const float *)(X + (size_t)t * xs) + i);
+        UNROLL
         for (int r = 0; r < NR; r++) {
             __m256 wv = load_w8(type, W + (size_t)r * ws, i);
+            UNROLL
             for (int t = 0; t < NT; t++)
                 acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
         }
     }
+    UNROLL
     for (int r = 0; r < NR; r++) {
+        UNROLL
         for (int t = 0; t < NT; t++) {
             float s = hsum_ps(acc[r][t]);
             for (int64_t j = i; j < n; j++)
@@ -134,7 +143,9 @@ AI void k_blk32(uint32_t type, int NR, int NT, TILE_ARGS)
     const bool is_signed = type == ORC_DT_Q8_0 || type == ORC_DT_IQ4_NL;
     __m256 acc[4][4];
     float macc[4][4];
+    UNROLL
     for (int r = 0; r < NR; r++)
+        UNROLL
         for (int t = 0; t < NT; t++) {
             acc[r][t] = _mm256_setzero_ps();
             macc[r][t] = 0.0f;
@@ -143,6 +154,7 @@ AI void k_blk32(uint32_t type, int NR, int NT, TILE_ARGS)
     const int64_t nb = n / QK;
     for (int64_t b = 0; b < nb; b++) {
         int corr_mul = type == ORC_DT_Q4_0 ? -8 : type == ORC_DT_Q5_0 ? -16 : (is_signed && X86_VNNI) ? -128 : 0;
+        UNROLL
         for (int r = 0; r < NR; r++) {
             const uint8_t *wb = W + (size_t)r * ws + (size_t)b * bsz;
             uint16_t hd, hm = 0;
@@ -171,6 +183,7 @@ AI void k_blk32(uint32_t type, int NR, int NT, TILE_ARGS)
             __m256i ua = u;
             if (is_signed && !X86_VNNI)
                 ua = _mm256_sign_epi8(u, u);
+            UNROLL
             for (int t = 0; t < NT; t++) {
                 const blk_q8a *xb = (const blk_q8a *)(X + (size_t)t * xs) + b;
                 __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
@@ -185,7 +198,9 @@ AI void k_blk32(uint32_t type, int NR, int NT, TILE_ARGS)
             }
         }
     }
+    UNROLL
     for (int r = 0; r < NR; r++)
+        UNROLL
         for (int t = 0; t < NT; t++)
             Y[t * ldy + r] = hsum_ps(acc[r][t]) + macc[r][t];
 }
@@ -218,7 +233,9 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
     const size_t bsz = type == ORC_DT_Q2_K ? 84 : type == ORC_DT_Q3_K ? 110 : type == ORC_DT_Q4_K ? 144
                      : type == ORC_DT_Q5_K ? 176 : type == ORC_DT_Q6_K ? 210 : 136;
     __m256 acc[4][4];
+    UNROLL
     for (int r = 0; r < NR; r++)
+        UNROLL
         for (int t = 0; t < NT; t++)
             acc[r][t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3), m1 = _mm256_set1_epi8(1);
@@ -227,13 +244,16 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
     for (int64_t i = 0; i < nb; i++) {
         const blk_q8_K *xb[4];
         __m256i bs[4];
+        UNROLL
         for (int t = 0; t < NT; t++) {
             xb[t] = (const blk_q8_K *)(X + (size_t)t * xs) + i;
             bs[t] = _mm256_loadu_si256((const __m256i *)xb[t]->bsums);
         }
+        UNROLL
         for (int r = 0; r < NR; r++) {
             const uint8_t *wb = W + (size_t)r * ws + (size_t)i * bsz;
             __m256i iacc[4];
+            UNROLL
             for (int t = 0; t < NT; t++)
                 iacc[t] = _mm256_setzero_si256();
             float d, dmin = 0.0f;
@@ -251,6 +271,7 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                 const uint8_t *qs = wb + (type == ORC_DT_Q4_K ? 16 : 48);
                 __m256i qh = type == ORC_DT_Q5_K ? _mm256_loadu_si256((const __m256i *)(wb + 16))
                                                  : _mm256_setzero_si256();
+                UNROLL
                 for (int j = 0; j < 4; j++) {
                     __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
                     __m256i lo = _mm256_and_si256(q, m4);
@@ -260,6 +281,7 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                         hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), m1), 4));
                     }
                     __m256i s0 = _mm256_set1_epi16(sc[2 * j]), s1 = _mm256_set1_epi16(sc[2 * j + 1]);
+                    UNROLL
                     for (int t = 0; t < NT; t++) {
                         __m256i x0 = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 64 * j));
                         __m256i x1 = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 64 * j + 32));
@@ -273,6 +295,7 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                 __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
                 corr16 = _mm256_slli_epi16(sc16, 5); /* 32 * scale: the -32 offset */
                 dmin = d;
+                UNROLL
                 for (int h = 0; h < 2; h++) {
                     __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
                     __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
@@ -285,8 +308,10 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
                     q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+                    UNROLL
                     for (int k = 0; k < 4; k++) {
                         __m256i s = sc_pair(b->scales[8 * h + 2 * k], b->scales[8 * h + 2 * k + 1]);
+                        UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
                             iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(q[k], xv), s);
@@ -306,13 +331,16 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                 corr16 = _mm256_slli_epi16(sc16, 2); /* 4 * scale: the -4 offset */
                 dmin = d;
                 __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask);
+                UNROLL
                 for (int h = 0; h < 2; h++) {
                     __m256i qv = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+                    UNROLL
                     for (int k = 0; k < 4; k++) {
                         __m256i u = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * k), m3);
                         __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), m1);
                         u = _mm256_or_si256(u, _mm256_slli_epi16(hb, 2));
                         __m256i s = sc_pair(sc[8 * h + 2 * k], sc[8 * h + 2 * k + 1]);
+                        UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
                             iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(u, xv), s);
@@ -325,11 +353,14 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                 dmin = h2f(b->dmin);
                 __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales);
                 corr16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s8, 4), _mm_set1_epi8(0x0F)));
+                UNROLL
                 for (int h = 0; h < 2; h++) {
                     __m256i qv = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+                    UNROLL
                     for (int k = 0; k < 4; k++) {
                         __m256i u = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * k), m3);
                         __m256i s = sc_pair(b->scales[8 * h + 2 * k] & 0xF, b->scales[8 * h + 2 * k + 1] & 0xF);
+                        UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
                             iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(u, xv), s);
@@ -339,17 +370,20 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
             } else { /* IQ4_XS */
                 const blk_iq4_xs *b = (const blk_iq4_xs *)wb;
                 d = h2f(b->d);
+                UNROLL
                 for (int g = 0; g < 8; g++) {
                     int ls = ((b->scales_l[g / 2] >> (4 * (g % 2))) & 0xF) | (((b->scales_h >> (2 * g)) & 3) << 4);
                     __m256i v = _mm256_shuffle_epi8(tbl, unpack_nibbles(b->qs + 16 * g));
                     __m256i va = _mm256_sign_epi8(v, v);
                     __m256i s = _mm256_set1_epi16((short)(ls - 32));
+                    UNROLL
                     for (int t = 0; t < NT; t++) {
                         __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * g));
                         iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(va, _mm256_sign_epi8(xv, v)), s);
                     }
                 }
             }
+            UNROLL
             for (int t = 0; t < NT; t++) {
                 float dx = xb[t]->d;
                 acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[t]), _mm256_set1_ps(d * dx), acc[r][t]);
@@ -360,9 +394,96 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
             }
         }
     }
+    UNROLL
     for (int r = 0; r < NR; r++)
+        UNROLL
         for (int t = 0; t < NT; t++)
             Y[t * ldy + r] = hsum_ps(acc[r][t]);
+}
+
+
+/* ------------------------------------------------------------ activation quantizers */
+
+AI int hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+AI float hmax_ps(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 32 int32 (four vectors, in order) -> 32 int8 in order */
+AI __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i v = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* Same results as orc_ref_quantize_q8a for finite input (round to nearest even). */
+static void quant_q8a(const float *x, blk_q8a *y, int64_t n)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / QK; b++, x += QK) {
+        __m256 v[4], am = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            am = _mm256_max_ps(am, _mm256_andnot_ps(sign, v[k]));
+        }
+        float amax = hmax_ps(am);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++)
+            q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], vid));
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)y[b].qs, pack32(q[0], q[1], q[2], q[3]));
+        y[b].sum = hsum_epi32(s);
+        y[b].d = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+    }
+}
+
+static void quant_q8k(const float *x, blk_q8_K *y, int64_t n)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / QKK; b++, x += QKK) {
+        __m256 am = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k++)
+            am = _mm256_max_ps(am, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)));
+        float amax = hmax_ps(am);
+        if (amax == 0.0f || !(amax <= 3.4e38f)) {
+            orc_ref_quantize_q8k(x, &y[b], QKK);
+            continue;
+        }
+        float max = 0.0f;
+        __m256 va = _mm256_set1_ps(amax);
+        for (int k = 0; k < 32; k++) {
+            int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), va, _CMP_EQ_OQ));
+            if (m) {
+                max = x[8 * k + __builtin_ctz((unsigned)m)];
+                break;
+            }
+        }
+        float iscale = -127.0f / max;
+        __m256 vs = _mm256_set1_ps(iscale);
+        for (int g = 0; g < 8; g++) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * k), vs));
+            _mm256_storeu_si256((__m256i *)(y[b].qs + 32 * g), pack32(q[0], q[1], q[2], q[3]));
+            y[b].bsums[2 * g] = (int16_t)hsum_epi32(_mm256_add_epi32(q[0], q[1]));
+            y[b].bsums[2 * g + 1] = (int16_t)hsum_epi32(_mm256_add_epi32(q[2], q[3]));
+        }
+        y[b].d = 1.0f / iscale;
+    }
 }
 
 /* ------------------------------------------------------------ tile entry points */
@@ -426,6 +547,6 @@ const orc_kernels X86_TABLE = {
         [ORC_DT_Q2_K] = tile_q2_K, [ORC_DT_Q3_K] = tile_q3_K, [ORC_DT_Q4_K] = tile_q4_K,
         [ORC_DT_Q5_K] = tile_q5_K, [ORC_DT_Q6_K] = tile_q6_K, [ORC_DT_IQ4_XS] = tile_iq4_xs,
     },
-    .quant_q8a = NULL,
-    .quant_q8k = NULL,
+    .quant_q8a = quant_q8a,
+    .quant_q8k = quant_q8k,
 };

@@ -732,7 +732,7 @@ static double bench_call(bench_job base, int nth)
     return now_s() - t0;
 }
 
-static int run_bench(void)
+static int run_bench(const char *filter)
 {
     const int64_t rows = 2048, n = 8192;
     const uint32_t types[] = {ORC_DT_Q4_0, ORC_DT_Q8_0, ORC_DT_Q4_K, ORC_DT_Q6_K, ORC_DT_F16};
@@ -743,6 +743,8 @@ static int run_bench(void)
         src[i] = 0.02f * gauss();
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         uint32_t t = types[k];
+        if (filter && strcmp(filter, orc_dtype_name(t)) != 0)
+            continue;
         size_t ws = orc_dtype_row_size(t, n), mat = ws * rows;
         int copies = (int)((512u << 20) / mat) + 1;
         uint8_t *w = malloc(mat * copies);
@@ -801,7 +803,7 @@ static int run_bench(void)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--bench") == 0)
-        return run_bench();
+        return run_bench(argc > 2 ? argv[2] : NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes_and_isa_api),
         cmocka_unit_test(test_dequant_simple_blocks),
