@@ -4,6 +4,7 @@
  * transitions are memoised), and token masks computed by walking a per-vocabulary trie. */
 #include "grammar.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -743,6 +744,7 @@ fail:
 #define MASK_CACHE_BYTES (64u << 20)
 
 typedef struct gpool {
+    pthread_mutex_t mu;
     int refs;
     const grammar *g;
     /* stack nodes: (pos, parent) */
@@ -759,8 +761,12 @@ typedef struct gpool {
     size_t n_states, cap_states;
     uint32_t *stab; /* open addressing over state ids */
     size_t stab_cap;
-    uint8_t (*loops)[32];
-    size_t n_loops, cap_loops;
+    uint8_t (*loops)[32];   /* dominant-successor byte sets (see dom_info) */
+    uint32_t *loop_succ;    /* the dominant successor of each entry of loops */
+    size_t n_loops, cap_loops, cap_loop_succ;
+    uint32_t *tt;           /* per-state transition tables: 256 entries each */
+    uint32_t *stt;          /* table index + 1 per state; 0: none */
+    size_t n_tt, cap_tt;
     u64map trans;   /* (state << 8 | byte) + 1 -> next state (ST_DEAD) */
     u64map mcache;  /* (vocab serial << 32 | state) + 1 -> mask slot */
     uint32_t *masks;
@@ -787,8 +793,14 @@ struct grammar_matcher {
 
 static void pool_free(gpool *p)
 {
-    if (!p || --p->refs > 0)
+    if (!p)
         return;
+    pthread_mutex_lock(&p->mu);
+    int left = --p->refs;
+    pthread_mutex_unlock(&p->mu);
+    if (left > 0)
+        return;
+    pthread_mutex_destroy(&p->mu);
     free(p->npos);
     free(p->npar);
     u64map_free(&p->node_map);
@@ -801,6 +813,9 @@ static void pool_free(gpool *p)
     free(p->shash);
     free(p->stab);
     free(p->loops);
+    free(p->loop_succ);
+    free(p->tt);
+    free(p->stt);
     u64map_free(&p->trans);
     u64map_free(&p->mcache);
     free(p->masks);
@@ -877,6 +892,9 @@ static bool states_grow(gpool *p)
     a = realloc(p->sloop, nc * sizeof *p->sloop);
     if (!a) return false;
     p->sloop = a;
+    a = realloc(p->stt, nc * sizeof *p->stt);
+    if (!a) return false;
+    p->stt = a;
     a = realloc(p->sallow, nc * 32);
     if (!a) return false;
     p->sallow = a;
@@ -937,6 +955,7 @@ static uint32_t state_intern(gpool *p, const uint32_t *nodes, size_t n)
     p->n_sarena += n;
     p->shash[id] = h;
     p->sloop[id] = 0;
+    p->stt[id] = 0;
     p->sacc[id] = n > 0 && nodes[0] == NODE_EMPTY;
     uint8_t *allow = p->sallow[id];
     memset(allow, 0, 32);
@@ -1059,16 +1078,11 @@ oom:
     return ST_DEAD;
 }
 
-static uint32_t advance(gpool *p, uint32_t s, uint8_t byte)
+#define TT_UNKNOWN 0xFFFFFFFEu
+#define MAX_TABLES 16384 /* 16 MiB of transition tables per matcher family */
+
+static uint32_t advance_slow(gpool *p, uint32_t s, uint8_t byte)
 {
-    if (s == ST_DEAD || p->error)
-        return ST_DEAD;
-    if (!(p->sallow[s][byte >> 3] & (1u << (byte & 7))))
-        return ST_DEAD;
-    uint64_t key = ((uint64_t)s << 8 | byte) + 1;
-    uint32_t *v = u64map_get(&p->trans, key);
-    if (v)
-        return *v;
     const grammar *g = p->g;
     size_t nw = 0;
     const uint32_t *nodes = p->sarena + p->soff[s];
@@ -1084,9 +1098,50 @@ static uint32_t advance(gpool *p, uint32_t s, uint8_t byte)
                 return ST_DEAD;
     }
     uint32_t next = expand(p, nw);
+    return p->error ? ST_DEAD : next;
+}
+
+/* The state after byte from state s (ST_DEAD: rejected). Memoised in a per-state table
+ * (or, past MAX_TABLES, a hash map). */
+static uint32_t advance(gpool *p, uint32_t s, uint8_t byte)
+{
+    if (s == ST_DEAD || p->error)
+        return ST_DEAD;
+    if (!(p->sallow[s][byte >> 3] & (1u << (byte & 7))))
+        return ST_DEAD;
+    uint32_t t = p->stt[s];
+    if (t) {
+        uint32_t v = p->tt[(size_t)(t - 1) * 256 + byte];
+        if (v != TT_UNKNOWN)
+            return v;
+    } else if (p->n_tt < MAX_TABLES) {
+        uint32_t *q = p->tt;
+        if (p->n_tt == p->cap_tt) {
+            size_t nc = p->cap_tt ? p->cap_tt * 2 : 64;
+            q = realloc(p->tt, nc * 256 * sizeof *q);
+            if (q) {
+                p->tt = q;
+                p->cap_tt = nc;
+            }
+        }
+        if (q) {
+            for (int i = 0; i < 256; i++)
+                q[p->n_tt * 256 + (size_t)i] = TT_UNKNOWN;
+            t = p->stt[s] = (uint32_t)++p->n_tt;
+        }
+    }
+    uint64_t key = ((uint64_t)s << 8 | byte) + 1;
+    if (!t) {
+        uint32_t *v = u64map_get(&p->trans, key);
+        if (v)
+            return *v;
+    }
+    uint32_t next = advance_slow(p, s, byte);
     if (p->error)
         return ST_DEAD;
-    if (!u64map_put(&p->trans, key, next)) {
+    if (t) {
+        p->tt[(size_t)(t - 1) * 256 + byte] = next;
+    } else if (!u64map_put(&p->trans, key, next)) {
         p->error = "grammar matcher: out of memory";
         return ST_DEAD;
     }
@@ -1100,6 +1155,10 @@ static gpool *pool_new(const grammar *g)
         return NULL;
     p->refs = 1;
     p->g = g;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
     /* id 0 is the empty stack; it is never looked up through the node map */
     p->npos = malloc(256 * sizeof *p->npos);
     p->npar = malloc(256 * sizeof *p->npar);
@@ -1144,13 +1203,20 @@ grammar_matcher *grammar_matcher_new(const grammar *g)
     return m;
 }
 
+/* Every entry point that reads or grows the shared pool holds its mutex, so clones may
+ * be used from different threads (each clone by one thread at a time). */
+#define LOCK(p) pthread_mutex_lock(&(p)->mu)
+#define UNLOCK(p) pthread_mutex_unlock(&(p)->mu)
+
 grammar_matcher *grammar_matcher_clone(const grammar_matcher *m)
 {
     grammar_matcher *c = malloc(sizeof *c);
     if (!c)
         return NULL;
     *c = *m;
+    LOCK(c->p);
     c->p->refs++;
+    UNLOCK(c->p);
     return c;
 }
 
@@ -1176,7 +1242,10 @@ grammar_snapshot grammar_matcher_snapshot(const grammar_matcher *m)
 void grammar_matcher_restore(grammar_matcher *m, grammar_snapshot s)
 {
     uint32_t st = (uint32_t)s;
-    if (st >= m->p->n_states)
+    LOCK(m->p);
+    bool ok = st < m->p->n_states;
+    UNLOCK(m->p);
+    if (!ok)
         return;
     m->state = st;
     m->terminated = (s >> 32) & 1;
@@ -1184,25 +1253,16 @@ void grammar_matcher_restore(grammar_matcher *m, grammar_snapshot s)
 
 const char *grammar_matcher_error(const grammar_matcher *m)
 {
-    return m->p->error;
+    LOCK(m->p);
+    const char *e = m->p->error;
+    UNLOCK(m->p);
+    return e;
 }
 
-bool grammar_matcher_accept_byte(grammar_matcher *m, uint8_t b)
+static bool accept_bytes_nl(grammar_matcher *m, const uint8_t *s, size_t n)
 {
     if (m->terminated)
         return false;
-    uint32_t n = advance(m->p, m->state, b);
-    if (n == ST_DEAD)
-        return false;
-    m->state = n;
-    return true;
-}
-
-bool grammar_matcher_accept_bytes(grammar_matcher *m, const void *bytes, size_t n)
-{
-    if (m->terminated)
-        return false;
-    const uint8_t *s = bytes;
     uint32_t st = m->state;
     for (size_t i = 0; i < n; i++) {
         st = advance(m->p, st, s[i]);
@@ -1213,22 +1273,51 @@ bool grammar_matcher_accept_bytes(grammar_matcher *m, const void *bytes, size_t 
     return true;
 }
 
+bool grammar_matcher_accept_byte(grammar_matcher *m, uint8_t b)
+{
+    LOCK(m->p);
+    bool ok = accept_bytes_nl(m, &b, 1);
+    UNLOCK(m->p);
+    return ok;
+}
+
+bool grammar_matcher_accept_bytes(grammar_matcher *m, const void *bytes, size_t n)
+{
+    LOCK(m->p);
+    bool ok = accept_bytes_nl(m, bytes, n);
+    UNLOCK(m->p);
+    return ok;
+}
+
 bool grammar_matcher_can_accept(grammar_matcher *m, uint8_t b)
 {
-    return !m->terminated && !m->p->error && (m->p->sallow[m->state][b >> 3] & (1u << (b & 7)));
+    LOCK(m->p);
+    bool ok = !m->terminated && !m->p->error && (m->p->sallow[m->state][b >> 3] & (1u << (b & 7)));
+    UNLOCK(m->p);
+    return ok;
 }
 
 void grammar_matcher_allowed_bytes(grammar_matcher *m, uint8_t out[32])
 {
+    LOCK(m->p);
     if (m->terminated || m->p->error)
         memset(out, 0, 32);
     else
         memcpy(out, m->p->sallow[m->state], 32);
+    UNLOCK(m->p);
+}
+
+static bool complete_nl(const grammar_matcher *m)
+{
+    return !m->terminated && m->p->sacc[m->state];
 }
 
 bool grammar_matcher_is_complete(const grammar_matcher *m)
 {
-    return !m->terminated && m->p->sacc[m->state];
+    LOCK(m->p);
+    bool ok = complete_nl(m);
+    UNLOCK(m->p);
+    return ok;
 }
 
 bool grammar_matcher_is_terminated(const grammar_matcher *m)
@@ -1241,6 +1330,7 @@ size_t grammar_matcher_forced_bytes(grammar_matcher *m, uint8_t *buf, size_t cap
     if (m->terminated)
         return 0;
     gpool *p = m->p;
+    LOCK(p);
     uint32_t s = m->state;
     size_t n = 0;
     while (n < cap && s != ST_DEAD && !p->sacc[s]) {
@@ -1257,14 +1347,17 @@ size_t grammar_matcher_forced_bytes(grammar_matcher *m, uint8_t *buf, size_t cap
         buf[n++] = (uint8_t)only;
         s = advance(p, s, (uint8_t)only);
     }
+    UNLOCK(p);
     return n;
 }
 
 void grammar_matcher_stats(const grammar_matcher *m, grammar_stats *out)
 {
+    LOCK(m->p);
     *out = m->p->stats;
     out->n_stack_nodes = (uint32_t)m->p->n_nodes;
     out->n_states = (uint32_t)m->p->n_states;
+    UNLOCK(m->p);
 }
 
 /* ---- vocabulary tries ---- */
@@ -1274,6 +1367,7 @@ typedef struct {
     uint32_t child;        /* first child node; children are contiguous */
     uint32_t sub;          /* index+1 into subtree byte sets (0: none, small subtree) */
     uint16_t n_child;
+    uint16_t maxdep;       /* longest token in the subtree minus this node's depth */
     uint8_t byte;
 } tnode;
 
@@ -1342,6 +1436,11 @@ static bool trie_build(grammar_vocab *v, size_t idx, uint32_t lo, uint32_t hi, u
     v->nodes[idx].child = (uint32_t)first;
     v->nodes[idx].n_child = (uint16_t)nch;
     v->nodes[idx].sub = 0;
+    uint32_t maxlen = depth;
+    for (uint32_t i = e; i < hi; i++)
+        if (v->len[v->sorted[i]] > maxlen)
+            maxlen = v->len[v->sorted[i]];
+    v->nodes[idx].maxdep = (uint16_t)(maxlen - depth);
     if (hi - e >= SUBSET_MIN_TOKENS) {
         if (!grow((void **)&v->subsets, &v->cap_subsets, v->n_subsets + 1, 32))
             return false;
@@ -1455,23 +1554,79 @@ size_t grammar_vocab_trie_nodes(const grammar_vocab *v)
     return v->n_nodes;
 }
 
-/* Bytes b with advance(s, b) == s (computed once per state, on demand). */
-static const uint8_t *loop_set(gpool *p, uint32_t s)
+/* The dominant successor of state s: the state most allowed bytes lead to, and the set of
+ * those bytes (computed once per state, on demand). Inside a string most bytes lead to
+ * the same state (itself, or the next count of a bounded repetition), which lets a mask
+ * walk accept whole trie subtrees at once. NULL on error. */
+static const uint8_t *dom_info(gpool *p, uint32_t s, uint32_t *succ)
 {
-    if (p->sloop[s])
+    if (p->sloop[s]) {
+        *succ = p->loop_succ[p->sloop[s] - 1];
         return p->loops[p->sloop[s] - 1];
-    uint8_t set[32] = {0};
+    }
+    uint32_t nx[256];
+    uint32_t best = ST_DEAD, best_n = 0;
     for (int b = 0; b < 256; b++) {
+        nx[b] = ST_DEAD;
         if (!(p->sallow[s][b >> 3] & (1u << (b & 7))))
             continue;
-        if (advance(p, s, (uint8_t)b) == s)
-            set[b >> 3] |= (uint8_t)(1u << (b & 7));
+        nx[b] = advance(p, s, (uint8_t)b);
     }
-    if (p->error || !grow((void **)&p->loops, &p->cap_loops, p->n_loops + 1, 32))
+    if (p->error)
         return NULL;
+    for (int b = 0; b < 256; b++) {
+        if (nx[b] == ST_DEAD || nx[b] == best)
+            continue;
+        uint32_t n = 0;
+        for (int k = b; k < 256; k++)
+            n += nx[k] == nx[b];
+        if (n > best_n) {
+            best_n = n;
+            best = nx[b];
+        }
+        if (best_n > 128)
+            break;
+    }
+    uint8_t set[32] = {0};
+    for (int b = 0; b < 256; b++)
+        if (nx[b] == best && best != ST_DEAD)
+            set[b >> 3] |= (uint8_t)(1u << (b & 7));
+    if (!grow((void **)&p->loops, &p->cap_loops, p->n_loops + 1, 32) ||
+        !grow((void **)&p->loop_succ, &p->cap_loop_succ, p->n_loops + 1, sizeof *p->loop_succ)) {
+        p->error = "grammar matcher: out of memory";
+        return NULL;
+    }
     memcpy(p->loops[p->n_loops], set, 32);
+    p->loop_succ[p->n_loops] = best;
     p->sloop[s] = (uint32_t)++p->n_loops;
+    *succ = best;
     return p->loops[p->n_loops - 1];
+}
+
+static bool subset_of(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t x[4], y[4];
+    memcpy(x, a, 32);
+    memcpy(y, b, 32);
+    return !((x[0] & ~y[0]) | (x[1] & ~y[1]) | (x[2] & ~y[2]) | (x[3] & ~y[3]));
+}
+
+/* Every byte string over set of length <= depth is accepted from s: true when at each step
+ * all of set leads to the same (dominant) successor. */
+static bool all_accepted(gpool *p, uint32_t s, const uint8_t *set, uint32_t depth)
+{
+    for (uint32_t d = 0; d < depth; d++) {
+        if (!subset_of(set, p->sallow[s]))
+            return false;
+        uint32_t succ;
+        const uint8_t *dom = dom_info(p, s, &succ);
+        if (!dom || !subset_of(set, dom))
+            return false;
+        if (succ == s)
+            return true;
+        s = succ;
+    }
+    return true;
 }
 
 static inline void set_range(uint32_t *mask, const int32_t *sorted, uint32_t lo, uint32_t hi)
@@ -1496,21 +1651,9 @@ static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, 
         set_range(mask, v->sorted, c->lo, c->ehi);
         if (!c->n_child)
             continue;
-        if (c->sub) {
-            const uint8_t *sub = v->subsets[c->sub - 1];
-            const uint8_t *a2 = p->sallow[s2];
-            bool inside = true;
-            for (int i = 0; i < 32 && inside; i++)
-                inside = (sub[i] & ~a2[i]) == 0;
-            if (inside) {
-                const uint8_t *loop = loop_set(p, s2);
-                for (int i = 0; i < 32 && inside && loop; i++)
-                    inside = (sub[i] & ~loop[i]) == 0;
-                if (inside && loop) {
-                    set_range(mask, v->sorted, c->ehi, c->hi);
-                    continue;
-                }
-            }
+        if (c->sub && all_accepted(p, s2, v->subsets[c->sub - 1], c->maxdep)) {
+            set_range(mask, v->sorted, c->ehi, c->hi);
+            continue;
         }
         walk(p, v, c, s2, mask);
         if (p->error)
@@ -1518,7 +1661,7 @@ static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, 
     }
 }
 
-int32_t grammar_fill_mask(grammar_matcher *m, const grammar_vocab *v, uint32_t *bitmask)
+static int32_t fill_mask_nl(grammar_matcher *m, const grammar_vocab *v, uint32_t *bitmask)
 {
     size_t words = grammar_vocab_mask_words(v);
     memset(bitmask, 0, words * sizeof *bitmask);
@@ -1558,31 +1701,48 @@ int32_t grammar_fill_mask(grammar_matcher *m, const grammar_vocab *v, uint32_t *
     return cnt;
 }
 
+int32_t grammar_fill_mask(grammar_matcher *m, const grammar_vocab *v, uint32_t *bitmask)
+{
+    LOCK(m->p);
+    int32_t n = fill_mask_nl(m, v, bitmask);
+    UNLOCK(m->p);
+    return n;
+}
+
 bool grammar_token_allowed(grammar_matcher *m, const grammar_vocab *v, int32_t id)
 {
     if (id < 0 || id >= v->n_tokens || m->terminated)
         return false;
-    if (v->is_eog[id])
-        return grammar_matcher_is_complete(m);
-    if (!v->bytes[id])
-        return false;
-    uint32_t s = m->state;
-    for (uint32_t i = 0; i < v->len[id] && s != ST_DEAD; i++)
-        s = advance(m->p, s, (uint8_t)v->bytes[id][i]);
-    return s != ST_DEAD;
+    LOCK(m->p);
+    bool ok;
+    if (v->is_eog[id]) {
+        ok = complete_nl(m);
+    } else if (!v->bytes[id]) {
+        ok = false;
+    } else {
+        uint32_t s = m->state;
+        for (uint32_t i = 0; i < v->len[id] && s != ST_DEAD; i++)
+            s = advance(m->p, s, (uint8_t)v->bytes[id][i]);
+        ok = s != ST_DEAD;
+    }
+    UNLOCK(m->p);
+    return ok;
 }
 
 bool grammar_accept_token(grammar_matcher *m, const grammar_vocab *v, int32_t id)
 {
     if (id < 0 || id >= v->n_tokens || m->terminated)
         return false;
+    LOCK(m->p);
+    bool ok = false;
     if (v->is_eog[id]) {
-        if (!grammar_matcher_is_complete(m))
-            return false;
-        m->terminated = true;
-        return true;
+        if (complete_nl(m)) {
+            m->terminated = true;
+            ok = true;
+        }
+    } else if (v->bytes[id]) {
+        ok = accept_bytes_nl(m, (const uint8_t *)v->bytes[id], v->len[id]);
     }
-    if (!v->bytes[id])
-        return false;
-    return grammar_matcher_accept_bytes(m, v->bytes[id], v->len[id]);
+    UNLOCK(m->p);
+    return ok;
 }
