@@ -155,7 +155,17 @@ static size_t *cp_offsets(jctx *c, jstr *s, size_t *ncp)
 static jlist *iter_list(jctx *c, uint32_t pos, jv v)
 {
     switch (v.t) {
-    case JV_LIST: return v.u.l;
+    case JV_LIST:
+        if (v.u.l->flags & JL_GENERATOR) {
+            /* a Python generator is exhausted by iterating it */
+            jlist *r = jl_new(c, 0);
+            *r = *v.u.l;
+            v.u.l->n = 0;
+            v.u.l->cap = 0;
+            v.u.l->v = NULL;
+            return r;
+        }
+        return v.u.l;
     case JV_UNDEF: return jl_new(c, 0);
     case JV_DICT:
     case JV_NS: {
@@ -332,6 +342,8 @@ static jv slice_val(jctx *c, uint32_t pos, jv obj, jv *st, jv *sp, jv *se)
         else
             off = cp_offsets(c, obj.u.s, &ncp);
     } else if (obj.t == JV_LIST) {
+        if (obj.u.l->flags & JL_SPECIAL & ~JL_RANGE)
+            FAIL(c, pos, "TypeError", "'%s' object is not subscriptable", jv_typename(obj));
         ncp = obj.u.l->n;
     } else if (obj.t == JV_UNDEF) {
         undef_fail(c, pos, obj);
@@ -369,7 +381,7 @@ static jv slice_val(jctx *c, uint32_t pos, jv obj, jv *st, jv *sp, jv *se)
     }
     if (obj.t == JV_LIST) {
         jlist *r = jl_new(c, 0);
-        r->flags = obj.u.l->flags & JL_TUPLE;
+        r->flags = obj.u.l->flags & (JL_TUPLE | JL_RANGE);
         for (int64_t i = a; step > 0 ? i < b : i > b; i += step)
             jl_push(c, r, obj.u.l->v[i]);
         return jv_list(r);
@@ -403,6 +415,8 @@ static jv get_item(jctx *c, uint32_t pos, jv obj, jv key)
     }
     case JV_LIST:
     case JV_STR:
+        if (obj.t == JV_LIST && (obj.u.l->flags & JL_SPECIAL & ~JL_RANGE))
+            FAIL(c, pos, "TypeError", "'%s' object is not subscriptable", jv_typename(obj));
         if (key.t == JV_INT || key.t == JV_BOOL) {
             int64_t i = key.t == JV_INT ? key.u.i : key.u.b;
             size_t len = obj.t == JV_LIST ? obj.u.l->n : jstr_cplen(obj.u.s);
@@ -603,7 +617,7 @@ static jv arith(jctx *c, uint32_t pos, int op, jv a, jv b)
             return jv_str(r);
         }
         if (a.t == JV_LIST && b.t == JV_LIST && !((a.u.l->flags ^ b.u.l->flags) & JL_TUPLE) &&
-            !((a.u.l->flags | b.u.l->flags) & JL_GENERATOR)) {
+            !((a.u.l->flags | b.u.l->flags) & JL_SPECIAL)) {
             jlist *l = jl_new(c, a.u.l->n + b.u.l->n);
             l->flags = a.u.l->flags & JL_TUPLE;
             for (size_t i = 0; i < a.u.l->n; i++)
@@ -678,6 +692,33 @@ static bool compare_op(jctx *c, uint32_t pos, int op, jv a, jv b)
 }
 
 /* ---- string utilities ---- */
+/* Unconditional full case mappings (Unicode SpecialCasing) Python applies beyond the
+ * simple ones utf8proc gives. kind: 0 lower, 1 upper, 2 title. */
+static const char *special_case(uint32_t cp, int kind)
+{
+    static const struct {
+        uint32_t cp;
+        const char *lower, *upper, *title;
+    } tab[] = {
+        {0x00DF, NULL, "SS", "Ss"},       {0x0130, "i\xcc\x87", NULL, NULL}, {0x0149, NULL, "\xca\xbcN", "\xca\xbcN"},
+        {0xFB00, NULL, "FF", "Ff"},       {0xFB01, NULL, "FI", "Fi"},       {0xFB02, NULL, "FL", "Fl"},
+        {0xFB03, NULL, "FFI", "Ffi"},     {0xFB04, NULL, "FFL", "Ffl"},     {0xFB05, NULL, "ST", "St"},
+        {0xFB06, NULL, "ST", "St"},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (tab[i].cp == cp)
+            return kind == 0 ? tab[i].lower : kind == 1 ? tab[i].upper : tab[i].title;
+    return NULL;
+}
+
+static bool is_cased(uint32_t cp)
+{
+    const utf8proc_property_t *pr = utf8proc_get_property((utf8proc_int32_t)cp);
+    return pr->category == UTF8PROC_CATEGORY_LU || pr->category == UTF8PROC_CATEGORY_LL ||
+           pr->category == UTF8PROC_CATEGORY_LT || utf8proc_tolower((utf8proc_int32_t)cp) != (utf8proc_int32_t)cp ||
+           utf8proc_toupper((utf8proc_int32_t)cp) != (utf8proc_int32_t)cp;
+}
+
 static jv str_case(jctx *c, jstr *s, int mode) /* 0 lower 1 upper 2 capitalize 3 title(py) 4 swapcase */
 {
     jbuf b = {0};
@@ -687,25 +728,47 @@ static jv str_case(jctx *c, jstr *s, int mode) /* 0 lower 1 upper 2 capitalize 3
         size_t adv;
         uint32_t cp = dec_cp(s->s + i, s->len - i, &adv);
         uint32_t r = cp;
+        int kind = -1; /* which full mapping applies */
         switch (mode) {
+        case 0: kind = 0; break;
+        case 1: kind = 1; break;
+        case 2: kind = idx == 0 ? 2 : 0; break;
+        case 3: {
+            kind = prev_cased ? 0 : 2;
+            prev_cased = is_cased(cp);
+            break;
+        }
+        default: kind = utf8proc_tolower((utf8proc_int32_t)cp) != (utf8proc_int32_t)cp ? 0 : 1;
+        }
+        if (cp >= 0x80) {
+            const char *sp = special_case(cp, kind);
+            if (sp) {
+                jb_puts(c, &b, sp);
+                i += adv;
+                continue;
+            }
+        }
+        if (cp == 0x03A3 && kind == 0 && idx > 0 && i > 0) {
+            /* final sigma: after a cased letter and not before one */
+            size_t k = i - 1, padv;
+            while (k > 0 && ((unsigned char)s->s[k] & 0xC0) == 0x80)
+                k--;
+            uint32_t prev = dec_cp(s->s + k, s->len - k, &padv);
+            uint32_t next = 0;
+            if (i + adv < s->len) {
+                size_t nadv;
+                next = dec_cp(s->s + i + adv, s->len - i - adv, &nadv);
+            }
+            if (is_cased(prev) && !is_cased(next)) {
+                put_cp(c, &b, 0x03C2);
+                i += adv;
+                continue;
+            }
+        }
+        switch (kind) {
         case 0: r = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp); break;
         case 1: r = (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp); break;
-        case 2:
-            r = idx == 0 ? (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp)
-                         : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
-            break;
-        case 3: {
-            bool cased = utf8proc_tolower((utf8proc_int32_t)cp) != (utf8proc_int32_t)cp ||
-                         utf8proc_toupper((utf8proc_int32_t)cp) != (utf8proc_int32_t)cp;
-            r = prev_cased ? (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp)
-                           : (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp);
-            prev_cased = cased;
-            break;
-        }
-        default: {
-            utf8proc_int32_t lo = utf8proc_tolower((utf8proc_int32_t)cp);
-            r = lo != (utf8proc_int32_t)cp ? (uint32_t)lo : (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp);
-        }
+        case 2: r = (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp); break;
         }
         put_cp(c, &b, r);
         i += adv;
@@ -723,6 +786,13 @@ static jv title_filter(jctx *c, jstr *s)
         uint32_t cp = dec_cp(s->s + i, s->len - i, &adv);
         bool sep = py_space(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
         uint32_t r;
+        const char *sp = !sep && start && cp >= 0x80 ? special_case(cp, 1) : !sep && cp >= 0x80 ? special_case(cp, 0) : NULL;
+        if (sp) {
+            jb_puts(c, &b, sp);
+            start = false;
+            i += adv;
+            continue;
+        }
         if (sep)
             r = cp;
         else if (start)
@@ -1303,6 +1373,7 @@ static jv call_method(jctx *c, uint32_t pos, jv self, const char *m, args *a)
             jlist *l = jl_new(c, d->n);
             for (size_t i = 0; i < d->n; i++)
                 jl_push(c, l, m[0] == 'i' ? tuple2(c, d->k[i], d->v[i]) : m[0] == 'k' ? d->k[i] : d->v[i]);
+            l->flags = m[0] == 'i' ? JL_ITEMS : m[0] == 'k' ? JL_KEYS : JL_VALUES;
             return jv_list(l);
         }
         if (!strcmp(m, "get")) {
@@ -1683,6 +1754,17 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         }
         if (n->id == FI_last && v.t == JV_LIST && (v.u.l->flags & JL_GENERATOR))
             FAIL(c, pos, "TypeError", "'generator' object is not reversible");
+        if (n->id == FI_first && v.t == JV_LIST && (v.u.l->flags & JL_GENERATOR)) {
+            /* next(): takes one item off the generator */
+            jlist *g = v.u.l;
+            if (!g->n)
+                return jv_undef("No first item, sequence was empty.");
+            jv r = g->v[0];
+            g->v++;
+            g->n--;
+            g->cap--;
+            return r;
+        }
         jlist *l = iter_list(c, pos, v);
         if (!l->n)
             return jv_undef(n->id == FI_first ? "No first item, sequence was empty."
@@ -1702,7 +1784,9 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         if (v.t != JV_DICT)
             FAIL(c, pos, "TypeError", "Can only get item pairs from a mapping.");
         args none = {0};
-        return call_method(c, pos, v, "items", &none);
+        jv r = call_method(c, pos, v, "items", &none);
+        r.u.l->flags = JL_GENERATOR;
+        return r;
     }
     case FI_dictsort: {
         if (v.t != JV_DICT)
@@ -1860,6 +1944,9 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         int64_t p = pr ? as_int(c, pos, *pr, "precision") : 0;
         if (!isnum(v))
             FAIL(c, pos, "TypeError", "round filter needs a number");
+        if ((v.t == JV_INT || v.t == JV_BOOL) && !(meth && meth->t == JV_STR && strcmp(meth->u.s->s, "common")))
+            return p >= 0 ? jv_int(inum(v)) : jv_int((int64_t)nearbyint((double)inum(v) / pow(10.0, (double)-p)) *
+                                                     (int64_t)pow(10.0, (double)-p));
         double x = fnum(v), m = pow(10.0, (double)p), r;
         const char *md = meth && meth->t == JV_STR ? meth->u.s->s : "common";
         if (!strcmp(md, "ceil"))
@@ -2088,7 +2175,9 @@ static bool apply_test(jctx *c, uint32_t pos, int id, const char *name, jv v, ar
     case TE_string: return v.t == JV_STR;
     case TE_mapping: return v.t == JV_DICT;
     case TE_iterable: return v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF;
-    case TE_sequence: return v.t == JV_STR || (v.t == JV_LIST && !(v.u.l->flags & JL_GENERATOR)) || v.t == JV_DICT;
+    case TE_sequence:
+        return v.t == JV_STR || (v.t == JV_LIST && !(v.u.l->flags & (JL_GENERATOR | JL_ITEMS | JL_KEYS | JL_VALUES))) ||
+               v.t == JV_DICT;
     case TE_callable: return v.t == JV_MACRO || v.t == JV_BUILTIN || v.t == JV_BOUND || v.t == JV_CYCLER;
     case TE_escaped: return false;
     case TE_lower:
@@ -2164,6 +2253,8 @@ static jv call_macro(jctx *c, uint32_t pos, struct jmacro *m, args *a, jv caller
     int np = def->nnames;
     jlist *varargs = jl_new(c, 0);
     varargs->flags = JL_TUPLE;
+    if (a->n > np && !m->is_caller && !(def->neg & 1))
+        FAIL(c, pos, "TypeError", "macro '%s' takes not more than %d argument(s)", def->name, np);
     for (int i = 0; i < a->n; i++) {
         if (i < np)
             frame_set(c, f, def->names[i], a->v[i]);
@@ -2184,6 +2275,8 @@ static jv call_macro(jctx *c, uint32_t pos, struct jmacro *m, args *a, jv caller
         } else if (!strcmp(a->kn[k], "caller") && !m->is_caller) {
             caller = a->kv[k];
         } else {
+            if (!m->is_caller && !(def->neg & 2))
+                FAIL(c, pos, "TypeError", "macro '%s' takes no keyword argument '%s'", def->name, a->kn[k]);
             jd_set(c, kw, mkcstr(c, a->kn[k]), a->kv[k]);
         }
     }
@@ -2202,8 +2295,12 @@ static jv call_macro(jctx *c, uint32_t pos, struct jmacro *m, args *a, jv caller
     }
     frame_set(c, f, "varargs", jv_list(varargs));
     frame_set(c, f, "kwargs", jv_dict(kw));
-    if (!m->is_caller)
+    if (!m->is_caller) {
+        if (caller.t && !(def->neg & 4))
+            FAIL(c, pos, "TypeError", "macro '%s' was invoked with two values for the special caller argument.",
+                 def->name);
         frame_set(c, f, "caller", caller.t ? caller : jv_undef("'caller' is undefined"));
+    }
     jbuf *saved, nb;
     capture_begin(c, &saved, &nb);
     int brk = c->brk;
@@ -2241,6 +2338,7 @@ static jv call_builtin(jctx *c, uint32_t pos, int id, args *a)
         jlist *l = jl_new(c, (size_t)cnt);
         for (int64_t i = 0; i < (int64_t)cnt; i++)
             jl_push(c, l, jv_int(st + i * step));
+        l->flags = JL_RANGE;
         return jv_list(l);
     }
     case B_NAMESPACE:

@@ -59,7 +59,12 @@ struct jv {
 };
 
 #define JL_TUPLE 1u
-#define JL_GENERATOR 2u
+#define JL_GENERATOR 2u /* results of map/select/...: not JSON serializable, no len() */
+#define JL_RANGE 4u
+#define JL_ITEMS 8u /* dict views */
+#define JL_KEYS 16u
+#define JL_VALUES 32u
+#define JL_SPECIAL (JL_GENERATOR | JL_RANGE | JL_ITEMS | JL_KEYS | JL_VALUES)
 struct jlist {
     size_t n, cap;
     unsigned flags;

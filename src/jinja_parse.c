@@ -599,12 +599,6 @@ static jnode *parse_test(parser *p, jnode *subject)
     const char *name;
     if (nt->t == T_NAME) {
         name = expect_name(p);
-    } else if (nt->t == T_OP && (nt->op == O_EQ || nt->op == O_NE || nt->op == '<' || nt->op == '>' ||
-                                 nt->op == O_LE || nt->op == O_GE)) {
-        static const char *ops[] = {"eq", "ne", "lt", "gt", "le", "ge"};
-        int k = nt->op == O_EQ ? 0 : nt->op == O_NE ? 1 : nt->op == '<' ? 2 : nt->op == '>' ? 3 : nt->op == O_LE ? 4 : 5;
-        name = ops[k];
-        p->i++;
     } else {
         SYNERR(p, nt->pos, "expected test name");
     }
@@ -1085,6 +1079,35 @@ static void end_tag(parser *p)
     expect_bend(p);
 }
 
+/* Which of varargs (1) / kwargs (2) a macro body refers to; nested macros are their own. */
+static int scan_special(const jnode *n, int depth)
+{
+    if (!n || depth > 2000)
+        return 0;
+    int r = 0;
+    if (n->kind == N_NAME) {
+        if (!strcmp(n->name, "varargs"))
+            r |= 1;
+        else if (!strcmp(n->name, "kwargs"))
+            r |= 2;
+        else if (!strcmp(n->name, "caller"))
+            r |= 4;
+        return r;
+    }
+    if (n->kind == N_MACRO)
+        return 0;
+    r |= scan_special(n->a, depth + 1) | scan_special(n->b, depth + 1) | scan_special(n->c, depth + 1) |
+         scan_special(n->d, depth + 1);
+    for (int i = 0; i < n->n; i++)
+        r |= scan_special(n->list[i], depth + 1);
+    int n2 = (n->kind == N_DICT) ? n->n : (n->kind == N_CALL || n->kind == N_FILTER || n->kind == N_TEST) ? n->n2 : 0;
+    if (n->kind == N_CALLBLOCK)
+        n2 = n->nnames;
+    for (int i = 0; i < n2; i++)
+        r |= scan_special(n->list2[i], depth + 1);
+    return r;
+}
+
 static const char **targets(parser *p, int *n)
 {
     const char *buf[16];
@@ -1259,6 +1282,7 @@ static jnode *parse_stmt(parser *p)
         int w;
         n->b = parse_body(p, ends, &w);
         end_tag(p);
+        n->neg = (uint8_t)scan_special(n->b, 0);
     } else if (is_name(t, "call")) {
         p->i++;
         n = node(p, N_CALLBLOCK, bt->pos);

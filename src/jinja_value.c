@@ -268,7 +268,7 @@ bool jv_truthy(jv v)
     case JV_INT: return v.u.i != 0;
     case JV_FLOAT: return v.u.f != 0.0;
     case JV_STR: return v.u.s->len > 0;
-    case JV_LIST: return v.u.l->n > 0;
+    case JV_LIST: return v.u.l->n > 0 || (v.u.l->flags & JL_GENERATOR); /* generator objects are truthy */
     case JV_DICT: return v.u.d->n > 0;
     default: return true;
     }
@@ -331,7 +331,17 @@ const char *jv_typename(jv v)
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
     case JV_LIST:
-        return (v.u.l->flags & JL_GENERATOR) ? "generator" : (v.u.l->flags & JL_TUPLE) ? "tuple" : "list";
+        if (v.u.l->flags & JL_GENERATOR)
+            return "generator";
+        if (v.u.l->flags & JL_RANGE)
+            return "range";
+        if (v.u.l->flags & JL_ITEMS)
+            return "dict_items";
+        if (v.u.l->flags & JL_KEYS)
+            return "dict_keys";
+        if (v.u.l->flags & JL_VALUES)
+            return "dict_values";
+        return (v.u.l->flags & JL_TUPLE) ? "tuple" : "list";
     case JV_DICT: return "dict";
     case JV_NS: return "Namespace";
     case JV_MACRO: return "Macro";
@@ -578,6 +588,29 @@ static void write_any(jctx *c, jbuf *b, jv v, bool repr, int depth)
             jb_puts(c, b, "<generator object>");
             return;
         }
+        if (v.u.l->flags & JL_RANGE) {
+            jlist *l = v.u.l;
+            int64_t st = l->n ? l->v[0].u.i : 0, step = l->n > 1 ? l->v[1].u.i - l->v[0].u.i : 1;
+            int64_t stop = l->n ? l->v[l->n - 1].u.i + step : 0;
+            char tmp[96];
+            if (step == 1)
+                snprintf(tmp, sizeof tmp, "range(%lld, %lld)", (long long)st, (long long)stop);
+            else
+                snprintf(tmp, sizeof tmp, "range(%lld, %lld, %lld)", (long long)st, (long long)stop, (long long)step);
+            jb_puts(c, b, tmp);
+            return;
+        }
+        if (v.u.l->flags & (JL_ITEMS | JL_KEYS | JL_VALUES)) {
+            jb_puts(c, b, jv_typename(v));
+            jb_puts(c, b, "(");
+            jlist tmp = *v.u.l;
+            tmp.flags = 0;
+            jv inner = {.t = JV_LIST};
+            inner.u.l = &tmp;
+            write_any(c, b, inner, true, depth + 1);
+            jb_puts(c, b, ")");
+            return;
+        }
         bool tup = v.u.l->flags & JL_TUPLE;
         jb_puts(c, b, tup ? "(" : "[");
         for (size_t i = 0; i < v.u.l->n; i++) {
@@ -708,7 +741,7 @@ void jv_write_json(jctx *c, jbuf *b, jv v, bool ensure_ascii, int indent, const 
         return;
     case JV_STR: json_str(c, b, v.u.s->s, v.u.s->len, ensure_ascii); return;
     case JV_LIST:
-        if (!(v.u.l->flags & JL_GENERATOR)) {
+        if (!(v.u.l->flags & JL_SPECIAL)) {
             if (v.u.l->n == 0) {
                 jb_puts(c, b, "[]");
                 return;
