@@ -3,7 +3,9 @@
  * the model's chat template through the Jinja engine, or with the ChatML fallback. */
 #include "chat.h"
 
+#include "common.h"
 #include "jinja.h"
+#include "model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,3 +243,125 @@ int orc_chat_render(const char *template_src, const json_t *messages, const json
     orc_chat_template_free(t);
     return rc;
 }
+
+/* ---- public API ---- */
+orc_status orc_chat_template_from_model(const orc_model *model, orc_chat_template **out)
+{
+    if (out)
+        *out = NULL;
+    if (!model || !out || !model->gguf)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_chat_template_from_model: NULL argument");
+    char err[512];
+    *out = orc_chat_template_from_gguf(model->gguf, err, sizeof err);
+    if (!*out)
+        return orc_fail(ORC_ERR_FORMAT, "chat template: %s", err);
+    return ORC_OK;
+}
+
+orc_status orc_chat_template_from_source(const char *src, const char *bos, const char *eos,
+                                         orc_chat_template **out)
+{
+    if (out)
+        *out = NULL;
+    if (!out)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_chat_template_from_source: NULL out");
+    char err[512];
+    *out = orc_chat_template_new(src, bos, eos, err, sizeof err);
+    if (!*out)
+        return orc_fail(ORC_ERR_FORMAT, "chat template: %s", err);
+    return ORC_OK;
+}
+
+orc_status orc_chat_template_set_tokens(orc_chat_template *t, const char *bos, const char *eos)
+{
+    if (!t)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_chat_template_set_tokens: NULL template");
+    char *nb = bos ? dupstr(bos) : NULL, *ne = eos ? dupstr(eos) : NULL;
+    if ((bos && !nb) || (eos && !ne)) {
+        free(nb);
+        free(ne);
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+    }
+    if (nb) {
+        free(t->bos);
+        t->bos = nb;
+    }
+    if (ne) {
+        free(t->eos);
+        t->eos = ne;
+    }
+    return ORC_OK;
+}
+
+static json_t *parse_json_arg(const char *what, const char *text, orc_status *st)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
+    if (!j)
+        *st = orc_fail(ORC_ERR_INVALID_ARGUMENT, "%s: invalid JSON at line %d, column %d: %s", what, je.line,
+                       je.column, je.text);
+    return j;
+}
+
+orc_status orc_chat_template_render(const orc_chat_template *t, const char *context_json, int64_t now,
+                                    char **out, size_t *out_len)
+{
+    if (out)
+        *out = NULL;
+    if (out_len)
+        *out_len = 0;
+    if (!t || !out)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_chat_template_render: NULL argument");
+    orc_status st = ORC_OK;
+    json_t *ctx = context_json ? parse_json_arg("context", context_json, &st) : json_object();
+    if (!ctx)
+        return st ? st : orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+    if (!json_is_object(ctx)) {
+        json_decref(ctx);
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "context must be a JSON object");
+    }
+    jinja_render_options ro = jinja_default_render_options();
+    ro.now = now;
+    ro.bos_token = t->bos;
+    ro.eos_token = t->eos;
+    char err[1024];
+    int rc = jinja_render(t->tpl, ctx, &ro, out, out_len, err, sizeof err);
+    json_decref(ctx);
+    if (rc)
+        return orc_fail(ORC_ERR_FORMAT, "%s", err);
+    return ORC_OK;
+}
+
+orc_status orc_chat_apply(const orc_chat_template *t, const char *messages_json, const char *tools_json,
+                          bool add_generation_prompt, const char *extra_json, char **out, size_t *out_len)
+{
+    if (out)
+        *out = NULL;
+    if (out_len)
+        *out_len = 0;
+    if (!t || !messages_json || !out)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_chat_apply: NULL argument");
+    orc_status st = ORC_OK;
+    json_t *msgs = NULL, *tools = NULL, *extra = NULL;
+    msgs = parse_json_arg("messages", messages_json, &st);
+    if (msgs && tools_json)
+        tools = parse_json_arg("tools", tools_json, &st);
+    if (msgs && (!tools_json || tools) && extra_json)
+        extra = parse_json_arg("extra context", extra_json, &st);
+    if (st == ORC_OK) {
+        orc_chat_input in = {.messages = msgs,
+                             .tools = tools,
+                             .add_generation_prompt = add_generation_prompt,
+                             .extra_context = extra,
+                             .now = -1};
+        char err[1024];
+        if (orc_chat_template_apply(t, &in, out, out_len, err, sizeof err))
+            st = orc_fail(strstr(err, "Error: ") ? ORC_ERR_FORMAT : ORC_ERR_INVALID_ARGUMENT, "%s", err);
+    }
+    json_decref(msgs);
+    json_decref(tools);
+    json_decref(extra);
+    return st;
+}
+
+void orc_chat_string_free(char *s) { free(s); }

@@ -186,12 +186,64 @@ static void test_from_gguf(void **state)
     gguf_close(g);
 }
 
+/* the proposed public entry points (JSON as text, status + orc_last_error) */
+static void test_public_api(void **state)
+{
+    (void)state;
+    orc_chat_template *t = NULL;
+    assert_int_equal(orc_chat_template_from_source("{{ bos_token }}{% for m in messages %}[{{ m.role }}:{{ m.content }}]"
+                                                   "{% endfor %}{{ eos_token if not add_generation_prompt }}"
+                                                   "{{ strftime_now('%Y') }}{{ extra }}",
+                                                   "<s>", "</s>", &t),
+                     ORC_OK);
+    char *out = NULL;
+    size_t len = 0;
+    assert_int_equal(orc_chat_template_render(t, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
+                                              1795319335, &out, &len),
+                     ORC_OK);
+    assert_string_equal(out, "<s>[user:hi]</s>2026");
+    assert_int_equal(len, strlen(out));
+    orc_chat_string_free(out);
+    assert_int_equal(orc_chat_template_set_tokens(t, "B", NULL), ORC_OK);
+    assert_int_equal(orc_chat_apply(t, "[{\"role\": \"user\", \"content\": \"x\"}]", NULL, true, "{\"extra\": 5}",
+                                    &out, &len),
+                     ORC_OK);
+    assert_int_equal(strncmp(out, "B[user:x]", 9), 0);
+    assert_string_equal(out + strlen(out) - 1, "5");
+    orc_chat_string_free(out);
+    /* malformed JSON and template errors carry a message */
+    assert_int_equal(orc_chat_apply(t, "[{", NULL, true, NULL, &out, &len), ORC_ERR_INVALID_ARGUMENT);
+    assert_null(out);
+    assert_non_null(strstr(orc_last_error(), "invalid JSON"));
+    assert_int_equal(orc_chat_template_render(t, "[1]", -1, &out, &len), ORC_ERR_INVALID_ARGUMENT);
+    orc_chat_template_free(t);
+    assert_int_equal(orc_chat_template_from_source("{{ raise_exception('no') }}", NULL, NULL, &t), ORC_OK);
+    assert_int_equal(orc_chat_apply(t, "[]", NULL, false, NULL, &out, &len), ORC_ERR_FORMAT);
+    assert_non_null(strstr(orc_last_error(), "TemplateError: no"));
+    orc_chat_template_free(t);
+    assert_int_equal(orc_chat_template_from_source("{% for %}", NULL, NULL, &t), ORC_ERR_FORMAT);
+    assert_null(t);
+    assert_non_null(strstr(orc_last_error(), "line 1, column"));
+    /* from a model: stories260K has no template, so ChatML with its <s>/</s> */
+    orc_model *m = NULL;
+    orc_model_params mp = orc_model_default_params();
+    assert_int_equal(orc_model_load(tu_shared("models/stories260K.gguf"), &mp, &m), ORC_OK);
+    assert_int_equal(orc_chat_template_from_model(m, &t), ORC_OK);
+    assert_true(orc_chat_template_is_fallback(t));
+    assert_int_equal(orc_chat_apply(t, "[{\"role\": \"user\", \"content\": \"Once\"}]", NULL, true, NULL, &out, NULL),
+                     ORC_OK);
+    assert_string_equal(out, "<|im_start|>user\nOnce<|im_end|>\n<|im_start|>assistant\n");
+    orc_chat_string_free(out);
+    orc_chat_template_free(t);
+    orc_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chatml_fallback), cmocka_unit_test(test_real_templates),
         cmocka_unit_test(test_extra_context),   cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_from_gguf),
+        cmocka_unit_test(test_from_gguf),       cmocka_unit_test(test_public_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
