@@ -92,9 +92,8 @@ static bool strtab_init(tok_strtab *t, int32_t n_hint, size_t blob_hint)
     return true;
 }
 
-int32_t tok_strtab_find(const tok_strtab *t, const char *p, size_t n)
+int32_t tok_strtab_find_h(const tok_strtab *t, const char *p, size_t n, uint32_t h)
 {
-    uint32_t h = (uint32_t)tok_hash(p, n);
     for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
         const struct tok_slot *s = &t->slots[i];
         if (s->idx < 0)
@@ -102,6 +101,16 @@ int32_t tok_strtab_find(const tok_strtab *t, const char *p, size_t n)
         if (s->hash == h && s->len == n && !memcmp(t->blob + s->off, p, n))
             return s->idx;
     }
+}
+
+int32_t tok_strtab_find(const tok_strtab *t, const char *p, size_t n)
+{
+    return tok_strtab_find_h(t, p, n, (uint32_t)tok_hash(p, n));
+}
+
+void tok_strtab_prefetch(const tok_strtab *t, uint32_t h)
+{
+    __builtin_prefetch(&t->slots[h & t->mask]);
 }
 
 static bool strtab_grow_slots(tok_strtab *t)
@@ -165,14 +174,13 @@ static int32_t strtab_append(tok_strtab *t, const char *p, size_t n)
     return t->n++;
 }
 
-/* Points the map entry for string idx at idx (replacing an equal string's entry). */
-static bool strtab_index(tok_strtab *t, int32_t idx)
+/* Points the map entry for string idx (hash h) at idx, replacing an equal string's. */
+static bool strtab_index_h(tok_strtab *t, int32_t idx, uint32_t h)
 {
     if ((uint64_t)(t->used + 1) * 4 > (uint64_t)(t->mask + 1) * 3 && !strtab_grow_slots(t))
         return false;
     const char *p = t->blob + t->off[idx];
     size_t n = t->len[idx];
-    uint32_t h = (uint32_t)tok_hash(p, n);
     for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
         struct tok_slot *s = &t->slots[i];
         if (s->idx < 0) {
@@ -187,15 +195,20 @@ static bool strtab_index(tok_strtab *t, int32_t idx)
     }
 }
 
-int32_t tok_strtab_intern(tok_strtab *t, const char *p, size_t n)
+int32_t tok_strtab_intern_h(tok_strtab *t, const char *p, size_t n, uint32_t h)
 {
-    int32_t i = tok_strtab_find(t, p, n);
+    int32_t i = tok_strtab_find_h(t, p, n, h);
     if (i >= 0)
         return i;
     i = strtab_append(t, p, n);
-    if (i < 0 || !strtab_index(t, i))
+    if (i < 0 || !strtab_index_h(t, i, h))
         return -1;
     return i;
+}
+
+int32_t tok_strtab_intern(tok_strtab *t, const char *p, size_t n)
+{
+    return tok_strtab_intern_h(t, p, n, (uint32_t)tok_hash(p, n));
 }
 
 /* ---- Loading ---------------------------------------------------------------------- */
@@ -363,6 +376,12 @@ static bool build_special_cache(orc_vocab *v)
         if (v->attr[id] & (ORC_TATTR_CONTROL | ORC_TATTR_USER_DEFINED | ORC_TATTR_UNKNOWN))
             v->special[n++] = id;
     qsort_r(v->special, (size_t)n, sizeof *v->special, cmp_special, v);
+    v->special_user = malloc(sizeof *v->special_user * (size_t)n);
+    if (!v->special_user)
+        return false;
+    for (int32_t i = 0; i < n; i++)
+        if (!(v->attr[v->special[i]] & (ORC_TATTR_CONTROL | ORC_TATTR_UNKNOWN)))
+            v->special_user[v->n_special_user++] = i;
     for (int32_t i = 0; i < n; i++) {
         const uint8_t *s = (const uint8_t *)tok_str(&v->strs, v->special[i]);
         for (uint32_t k = 0; k < v->strs.len[v->special[i]]; k++)
@@ -547,35 +566,49 @@ orc_vocab *orc_vocab_load(const gguf_ctx *g, char *err, size_t errlen)
         set_err(err, errlen, "out of memory");
         goto fail;
     }
-    for (int32_t i = 0; i < v->n_tokens; i++) {
-        gguf_str s = toks->v.arr.strs[i];
-        char tmp[32];
-        const char *p = s.p;
-        size_t n = (size_t)s.n;
-        if (n == 0) { /* llama.cpp renames empty tokens */
-            n = (size_t)snprintf(tmp, sizeof tmp, "[EMPTY_%d]", i);
-            p = tmp;
-        }
-        if (strtab_append(&v->strs, p, n) != i || !strtab_index(&v->strs, i)) {
-            set_err(err, errlen, "out of memory");
-            goto fail;
-        }
-        if (n > v->max_token_len)
-            v->max_token_len = (uint32_t)n;
-        v->scores[i] = scores ? gguf_arr_f32(scores, (uint64_t)i) : 0.0f;
-        uint32_t a = ORC_TATTR_NORMAL;
-        if (types) {
-            switch (gguf_arr_i64(types, (uint64_t)i)) {
-            case 1: a = ORC_TATTR_NORMAL; break;
-            case 2: a = ORC_TATTR_UNKNOWN; break;
-            case 3: a = ORC_TATTR_CONTROL; break;
-            case 4: a = ORC_TATTR_USER_DEFINED; break;
-            case 5: a = ORC_TATTR_UNUSED; break;
-            case 6: a = ORC_TATTR_BYTE; break;
-            default: a = 0; break;
+    /* in batches: hash a few texts and prefetch their slots before inserting them */
+    enum { BATCH = 16 };
+    for (int32_t base = 0; base < v->n_tokens; base += BATCH) {
+        int32_t end = base + BATCH < v->n_tokens ? base + BATCH : v->n_tokens;
+        uint32_t hs[BATCH];
+        char tmp[BATCH][32];
+        const char *ps[BATCH];
+        size_t ns[BATCH];
+        for (int32_t i = base; i < end; i++) {
+            gguf_str s = toks->v.arr.strs[i];
+            ps[i - base] = s.p;
+            ns[i - base] = (size_t)s.n;
+            if (s.n == 0) { /* llama.cpp renames empty tokens */
+                ns[i - base] = (size_t)snprintf(tmp[i - base], 32, "[EMPTY_%d]", i);
+                ps[i - base] = tmp[i - base];
             }
+            hs[i - base] = (uint32_t)tok_hash(ps[i - base], ns[i - base]);
+            tok_strtab_prefetch(&v->strs, hs[i - base]);
         }
-        v->attr[i] = a;
+        for (int32_t i = base; i < end; i++) {
+            size_t n = ns[i - base];
+            if (strtab_append(&v->strs, ps[i - base], n) != i ||
+                !strtab_index_h(&v->strs, i, hs[i - base])) {
+                set_err(err, errlen, "out of memory");
+                goto fail;
+            }
+            if (n > v->max_token_len)
+                v->max_token_len = (uint32_t)n;
+            v->scores[i] = scores ? gguf_arr_f32(scores, (uint64_t)i) : 0.0f;
+            uint32_t a = ORC_TATTR_NORMAL;
+            if (types) {
+                switch (gguf_arr_i64(types, (uint64_t)i)) {
+                case 1: a = ORC_TATTR_NORMAL; break;
+                case 2: a = ORC_TATTR_UNKNOWN; break;
+                case 3: a = ORC_TATTR_CONTROL; break;
+                case 4: a = ORC_TATTR_USER_DEFINED; break;
+                case 5: a = ORC_TATTR_UNUSED; break;
+                case 6: a = ORC_TATTR_BYTE; break;
+                default: a = 0; break;
+                }
+            }
+            v->attr[i] = a;
+        }
     }
 
     if (v->type == ORC_VOCAB_BPE) {
@@ -628,6 +661,18 @@ orc_vocab *orc_vocab_load(const gguf_ctx *g, char *err, size_t errlen)
         v->byte_tok[c] = id >= 0 ? id : v->unk;
     }
     if (v->type == ORC_VOCAB_SPM) {
+        v->spm_pairs = calloc(1024, sizeof *v->spm_pairs);
+        if (!v->spm_pairs) {
+            set_err(err, errlen, "out of memory");
+            goto fail;
+        }
+        for (int32_t id = 0; id < v->n_tokens; id++) {
+            const uint8_t *t = (const uint8_t *)tok_str(&v->strs, id);
+            for (uint32_t k = 0; k + 1 < v->strs.len[id]; k++) {
+                uint32_t pr = (uint32_t)t[k] << 8 | t[k + 1];
+                v->spm_pairs[pr >> 6] |= 1ull << (pr & 63);
+            }
+        }
         v->nl = v->byte_tok['\n'];
     } else {
         int32_t nl[4];
@@ -655,6 +700,8 @@ void orc_vocab_free(orc_vocab *v)
     free(v->piece_len);
     free(v->special);
     free(v->special_bytes);
+    free(v->special_user);
+    free(v->spm_pairs);
     free(v);
 }
 
@@ -718,62 +765,91 @@ static inline bool is_space_byte(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
 }
 
-/* Could special token i occur in the text? Checks its bytes, and for long texts its
- * adjacent byte pairs, against what the text contains. */
-static bool may_occur(const orc_vocab *v, int32_t i, const uint64_t text_bytes[4],
-                      const uint64_t *pairs)
+/* Text summaries that rule special tokens out cheaply: the set of bytes present, and for
+ * long texts the byte pairs and (hashed) 4-byte sequences present. */
+typedef struct {
+    uint64_t bytes[4];
+    uint64_t *pairs;   /* 65536 bits, or NULL */
+    uint64_t *quads;   /* 1 << QUAD_BITS bits, or NULL */
+} text_filter;
+
+enum { QUAD_BITS = 19 };
+
+static inline uint32_t quad_hash(const uint8_t *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return (w * 0x9E3779B1u) >> (32 - QUAD_BITS);
+}
+
+static inline bool bit_has(const uint64_t *b, uint32_t i)
+{
+    return (b[i >> 6] >> (i & 63)) & 1;
+}
+
+/* Could special token i occur in the text? */
+static bool may_occur(const orc_vocab *v, int32_t i, const text_filter *tf)
 {
     for (int k = 0; k < 4; k++)
-        if (v->special_bytes[i][k] & ~text_bytes[k])
+        if (v->special_bytes[i][k] & ~tf->bytes[k])
             return false;
-    if (pairs) {
-        const uint8_t *s = (const uint8_t *)tok_str(&v->strs, v->special[i]);
-        uint32_t n = v->strs.len[v->special[i]];
-        for (uint32_t k = 0; k + 1 < n; k++) {
-            uint32_t pr = (uint32_t)s[k] << 8 | s[k + 1];
-            if (!(pairs[pr >> 6] & (1ull << (pr & 63))))
-                return false;
-        }
-    }
+    if (!tf->pairs)
+        return true;
+    const uint8_t *s = (const uint8_t *)tok_str(&v->strs, v->special[i]);
+    uint32_t n = v->strs.len[v->special[i]];
+    for (uint32_t k = 0; k + 1 < n; k++)
+        if (!bit_has(tf->pairs, (uint32_t)s[k] << 8 | s[k + 1]))
+            return false;
+    for (uint32_t k = 0; k + 3 < n; k++)
+        if (!bit_has(tf->quads, quad_hash(s + k)))
+            return false;
     return true;
 }
 
 /* Splits text into raw fragments and special-token fragments (llama.cpp's
  * tokenizer_st_partition: longest tokens first, each splitting what is still raw). */
 static bool partition(const orc_vocab *v, const char *text, size_t len, bool parse_special,
-                      tok_buf *fa, tok_buf *fb, fragment **out, size_t *n_out)
+                      tok_scratch *sc, fragment **out, size_t *n_out)
 {
+    tok_buf *fa = &sc->fa, *fb = &sc->fb;
     if (!tok_buf_reserve(fa, sizeof(fragment) * 4))
         return false;
     fragment *cur = fa->p;
     size_t n = 0;
     if (len > 0)
         cur[n++] = (fragment){-1, 0, len};
-    if (n == 0 || v->n_special == 0) {
+    int32_t n_cand = parse_special ? v->n_special : v->n_special_user;
+    if (n == 0 || n_cand == 0) {
         *out = cur;
         *n_out = n;
         return true;
     }
-    uint64_t bytes[4] = {0};
+    text_filter tf = {{0}, NULL, NULL};
+    const uint8_t *u = (const uint8_t *)text;
     for (size_t i = 0; i < len; i++)
-        bytes[(uint8_t)text[i] >> 6] |= 1ull << ((uint8_t)text[i] & 63);
-    uint64_t *pairs = NULL;
+        tf.bytes[u[i] >> 6] |= 1ull << (u[i] & 63);
+    uint64_t *bits = NULL;
     if (len > 4096) {
-        pairs = calloc(1024, sizeof *pairs);
-        if (!pairs)
+        bits = calloc(1024 + ((size_t)1 << QUAD_BITS) / 64, sizeof *bits);
+        if (!bits)
             return false;
+        tf.pairs = bits;
+        tf.quads = bits + 1024;
         for (size_t i = 0; i + 1 < len; i++) {
-            uint32_t pr = (uint32_t)(uint8_t)text[i] << 8 | (uint8_t)text[i + 1];
-            pairs[pr >> 6] |= 1ull << (pr & 63);
+            uint32_t pr = (uint32_t)u[i] << 8 | u[i + 1];
+            tf.pairs[pr >> 6] |= 1ull << (pr & 63);
+        }
+        for (size_t i = 0; i + 3 < len; i++) {
+            uint32_t q = quad_hash(u + i);
+            tf.quads[q >> 6] |= 1ull << (q & 63);
         }
     }
     bool ok = true;
-    for (int32_t si = 0; si < v->n_special && ok; si++) {
+    for (int32_t ci = 0; ci < n_cand && ok; ci++) {
+        int32_t si = parse_special ? ci : v->special_user[ci];
         int32_t id = v->special[si];
         uint32_t a = v->attr[id];
-        if (!parse_special && (a & (ORC_TATTR_CONTROL | ORC_TATTR_UNKNOWN)))
-            continue;
-        if (!may_occur(v, si, bytes, pairs))
+        if (!may_occur(v, si, &tf))
             continue;
         const char *s = tok_str(&v->strs, id);
         size_t sl = v->strs.len[id];
@@ -840,7 +916,7 @@ static bool partition(const orc_vocab *v, const char *text, size_t len, bool par
         cur = fa->p;
         n = m;
     }
-    free(pairs);
+    free(bits);
     *out = cur;
     *n_out = n;
     return ok;
@@ -854,10 +930,11 @@ int32_t orc_vocab_tokenize(const orc_vocab *v, const char *text, size_t len, int
         return INT32_MIN;
     }
     tok_sink sink = {out, cap, 0};
-    tok_buf fa = {0}, fb = {0}, esc = {0};
+    tok_scratch sc = {0};
+    tok_buf *esc = &sc.esc;
     fragment *frags;
     size_t nf;
-    bool ok = partition(v, text, len, parse_special, &fa, &fb, &frags, &nf);
+    bool ok = partition(v, text, len, parse_special, &sc, &frags, &nf);
     if (!ok)
         goto done;
 
@@ -876,11 +953,11 @@ int32_t orc_vocab_tokenize(const orc_vocab *v, const char *text, size_t len, int
             size_t n = frags[f].len;
             bool prefix = v->add_space_prefix && prev_special;
             size_t need;
-            if (!orc_mul_ok(n + 1, 3, &need) || !tok_buf_reserve(&esc, need)) {
+            if (!orc_mul_ok(n + 1, 3, &need) || !tok_buf_reserve(esc, need)) {
                 ok = false;
                 break;
             }
-            char *e = esc.p;
+            char *e = esc->p;
             size_t m = 0;
             if (prefix) {
                 memcpy(e, "\xE2\x96\x81", 3);
@@ -894,7 +971,7 @@ int32_t orc_vocab_tokenize(const orc_vocab *v, const char *text, size_t len, int
                     e[m++] = src[i];
                 }
             }
-            ok = tok_spm_fragment(v, e, m, &sink);
+            ok = tok_spm_fragment(v, &sc, e, m, &sink);
             prev_special = false;
         }
     } else {
@@ -902,15 +979,13 @@ int32_t orc_vocab_tokenize(const orc_vocab *v, const char *text, size_t len, int
             if (frags[f].tok >= 0)
                 tok_emit(&sink, frags[f].tok);
             else
-                ok = tok_bpe_fragment(v, text + frags[f].off, frags[f].len, &sink);
+                ok = tok_bpe_fragment(v, &sc, text + frags[f].off, frags[f].len, &sink);
         }
     }
     if (ok && add_special && v->add_eos && v->eos >= 0)
         tok_emit(&sink, v->eos);
 done:
-    free(fa.p);
-    free(fb.p);
-    free(esc.p);
+    tok_scratch_free(&sc);
     if (!ok) {
         orc_fail(ORC_ERR_NO_MEMORY, "tokenize: out of memory");
         return INT32_MIN;

@@ -276,16 +276,25 @@ static bool load_merges(orc_vocab *v, const gguf_value *arr, char *err, size_t e
     for (uint32_t i = 0; i < cap; i++)
         v->merges[i].key = UINT64_MAX;
     v->merge_mask = cap - 1;
+    /* In batches: hash the parts and prefetch their slots, intern them, then prefetch
+     * and fill the merge slots, so the cache misses overlap. */
+    enum { BATCH = 16 };
     char *cat = NULL;
     size_t cat_cap = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        gguf_str s = arr->v.arr.strs[i];
-        const char *sp = s.n > 1 ? memchr(s.p + 1, ' ', (size_t)s.n - 1) : NULL;
-        if (!sp)
-            continue;  /* llama.cpp keeps an ("", "") pair that can never match */
-        size_t ln = (size_t)(sp - s.p), rn = (size_t)s.n - ln - 1;
-        if (ln + rn > cat_cap) {
-            cat_cap = (ln + rn) * 2 + 64;
+    for (uint64_t base = 0; base < n; base += BATCH) {
+        uint64_t end = base + BATCH < n ? base + BATCH : n;
+        struct {
+            const char *l, *r;
+            size_t ln, rn, coff;
+            uint32_t hl, hr, hc;
+            uint64_t key;
+            int32_t res;
+        } b[BATCH];
+        size_t need = 0;
+        for (uint64_t i = base; i < end; i++)
+            need += (size_t)arr->v.arr.strs[i].n;
+        if (need > cat_cap) {
+            cat_cap = need * 2 + 256;
             char *c = realloc(cat, cat_cap);
             if (!c) {
                 free(cat);
@@ -293,22 +302,56 @@ static bool load_merges(orc_vocab *v, const gguf_value *arr, char *err, size_t e
             }
             cat = c;
         }
-        memcpy(cat, s.p, ln);
-        memcpy(cat + ln, sp + 1, rn);
-        int32_t a = tok_strtab_intern(&v->strs, s.p, ln);
-        int32_t b = a >= 0 ? tok_strtab_intern(&v->strs, sp + 1, rn) : -1;
-        int32_t r = b >= 0 ? tok_strtab_intern(&v->strs, cat, ln + rn) : -1;
-        if (r < 0) {
-            free(cat);
-            goto oom;
+        size_t cpos = 0;
+        for (uint64_t i = base; i < end; i++) {
+            gguf_str s = arr->v.arr.strs[i];
+            const char *sp = s.n > 1 ? memchr(s.p + 1, ' ', (size_t)s.n - 1) : NULL;
+            int k = (int)(i - base);
+            b[k].l = NULL;
+            if (!sp)
+                continue;  /* llama.cpp keeps an ("", "") pair that can never match */
+            b[k].l = s.p;
+            b[k].ln = (size_t)(sp - s.p);
+            b[k].r = sp + 1;
+            b[k].rn = (size_t)s.n - b[k].ln - 1;
+            b[k].coff = cpos;
+            memcpy(cat + cpos, b[k].l, b[k].ln);
+            memcpy(cat + cpos + b[k].ln, b[k].r, b[k].rn);
+            cpos += b[k].ln + b[k].rn;
+            b[k].hl = (uint32_t)tok_hash(b[k].l, b[k].ln);
+            b[k].hr = (uint32_t)tok_hash(b[k].r, b[k].rn);
+            b[k].hc = (uint32_t)tok_hash(cat + b[k].coff, b[k].ln + b[k].rn);
+            tok_strtab_prefetch(&v->strs, b[k].hl);
+            tok_strtab_prefetch(&v->strs, b[k].hr);
+            tok_strtab_prefetch(&v->strs, b[k].hc);
         }
-        uint64_t key = pair_key(a, b);
-        uint32_t j = pair_hash(key) & v->merge_mask;
-        while (v->merges[j].key != UINT64_MAX && v->merges[j].key != key)
-            j = (j + 1) & v->merge_mask;
-        if (v->merges[j].key == UINT64_MAX) {  /* the first rank of a pair wins */
-            v->merges[j] = (tok_merge_slot){key, (int32_t)i, r};
-            v->n_merges++;
+        for (uint64_t i = base; i < end; i++) {
+            int k = (int)(i - base);
+            if (!b[k].l)
+                continue;
+            int32_t a = tok_strtab_intern_h(&v->strs, b[k].l, b[k].ln, b[k].hl);
+            int32_t c = a >= 0 ? tok_strtab_intern_h(&v->strs, b[k].r, b[k].rn, b[k].hr) : -1;
+            b[k].res = c >= 0 ? tok_strtab_intern_h(&v->strs, cat + b[k].coff,
+                                                    b[k].ln + b[k].rn, b[k].hc) : -1;
+            if (b[k].res < 0) {
+                free(cat);
+                goto oom;
+            }
+            b[k].key = pair_key(a, c);
+            __builtin_prefetch(&v->merges[pair_hash(b[k].key) & v->merge_mask]);
+        }
+        for (uint64_t i = base; i < end; i++) {
+            int k = (int)(i - base);
+            if (!b[k].l)
+                continue;
+            uint64_t key = b[k].key;
+            uint32_t j = pair_hash(key) & v->merge_mask;
+            while (v->merges[j].key != UINT64_MAX && v->merges[j].key != key)
+                j = (j + 1) & v->merge_mask;
+            if (v->merges[j].key == UINT64_MAX) {  /* the first rank of a pair wins */
+                v->merges[j] = (tok_merge_slot){key, (int32_t)i, b[k].res};
+                v->n_merges++;
+            }
         }
     }
     free(cat);
@@ -411,12 +454,7 @@ static inline bool bg_before(const bpe_bigram *a, const bpe_bigram *b)
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
 }
 
-typedef struct {
-    tok_buf subj, pay;       /* sanitized text: regex subject and bytes to encode */
-    tok_buf pa, pb;          /* pieces: pairs of byte offsets */
-    tok_buf syms, heap, enc;
-    pcre2_match_data *md;
-} bpe_scratch;
+typedef tok_scratch bpe_scratch;
 
 static bool heap_push(bpe_scratch *sc, size_t *n, bpe_bigram b)
 {
@@ -622,10 +660,10 @@ static bool split_pieces(const orc_vocab *v, int ri, bpe_scratch *sc, const char
         size_t s = in[2 * k], e = in[2 * k + 1];
         size_t pos = s, last = s;
         while (pos < e) {
-            int rc = run_match(v, ri, subj, e, pos, sc->md);
+            int rc = run_match(v, ri, subj, e, pos, (pcre2_match_data *)sc->md);
             if (rc < 0)
                 break;  /* no match, or a match error: the rest stays one piece */
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->md);
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer((pcre2_match_data *)sc->md);
             size_t ms = ov[0], me = ov[1];
             if (me <= ms) {  /* empty match: step one character */
                 pos = ms + 1;
@@ -649,38 +687,147 @@ static bool split_pieces(const orc_vocab *v, int ri, bpe_scratch *sc, const char
     return true;
 }
 
-bool tok_bpe_fragment(const orc_vocab *v, const char *text, size_t len, tok_sink *sink)
+/* ---- Word cache: within one call, a repeated pre-token reuses its tokens ---------- */
+
+typedef struct {
+    uint64_t hash;
+    uint32_t woff, wlen;   /* bytes in wc_words */
+    uint32_t toff, tn;     /* ids in wc_toks */
+} wc_slot;
+
+enum { WC_MAX_WORD = 48, WC_MAX_ENTRIES = 1 << 16 };
+
+size_t tok_bpe_cache_min_len = 2048;
+
+static bool wc_init(bpe_scratch *sc)
+{
+    uint32_t cap = 4096;
+    if (!tok_buf_reserve(&sc->wc_slots, cap * sizeof(wc_slot)))
+        return false;
+    memset(sc->wc_slots.p, 0xFF, cap * sizeof(wc_slot));
+    sc->wc_mask = cap - 1;
+    return true;
+}
+
+static const wc_slot *wc_find(const bpe_scratch *sc, const uint8_t *w, size_t n, uint64_t h)
+{
+    const wc_slot *t = sc->wc_slots.p;
+    const char *words = sc->wc_words.p;
+    for (uint32_t i = (uint32_t)h & sc->wc_mask;; i = (i + 1) & sc->wc_mask) {
+        if (t[i].wlen == UINT32_MAX)
+            return NULL;
+        if (t[i].hash == h && t[i].wlen == n && !memcmp(words + t[i].woff, w, n))
+            return &t[i];
+    }
+}
+
+static bool wc_grow(bpe_scratch *sc)
+{
+    uint32_t cap = (sc->wc_mask + 1) * 2;
+    tok_buf nb = {0};
+    if (!tok_buf_reserve(&nb, cap * sizeof(wc_slot)))
+        return false;
+    wc_slot *ns = nb.p, *os = sc->wc_slots.p;
+    memset(ns, 0xFF, cap * sizeof(wc_slot));
+    for (uint32_t i = 0; i <= sc->wc_mask; i++) {
+        if (os[i].wlen == UINT32_MAX)
+            continue;
+        uint32_t j = (uint32_t)os[i].hash & (cap - 1);
+        while (ns[j].wlen != UINT32_MAX)
+            j = (j + 1) & (cap - 1);
+        ns[j] = os[i];
+    }
+    free(sc->wc_slots.p);
+    sc->wc_slots = nb;
+    sc->wc_mask = cap - 1;
+    return true;
+}
+
+/* Remembers a word's tokens (silently skipped when the cache is full). */
+static bool wc_add(bpe_scratch *sc, const uint8_t *w, size_t n, uint64_t h, const int32_t *ids,
+                   size_t k)
+{
+    if (sc->wc_used >= WC_MAX_ENTRIES)
+        return true;
+    if ((sc->wc_used + 1) * 2 > sc->wc_mask + 1 && !wc_grow(sc))
+        return false;
+    if (!tok_buf_reserve(&sc->wc_words, sc->wc_words_len + n) ||
+        !tok_buf_reserve(&sc->wc_toks, (sc->wc_toks_len + k) * sizeof(int32_t)))
+        return false;
+    memcpy((char *)sc->wc_words.p + sc->wc_words_len, w, n);
+    memcpy((int32_t *)sc->wc_toks.p + sc->wc_toks_len, ids, k * sizeof(int32_t));
+    wc_slot *t = sc->wc_slots.p;
+    uint32_t i = (uint32_t)h & sc->wc_mask;
+    while (t[i].wlen != UINT32_MAX)
+        i = (i + 1) & sc->wc_mask;
+    t[i] = (wc_slot){h, (uint32_t)sc->wc_words_len, (uint32_t)n, (uint32_t)sc->wc_toks_len,
+                     (uint32_t)k};
+    sc->wc_words_len += n;
+    sc->wc_toks_len += k;
+    sc->wc_used++;
+    return true;
+}
+
+static bool cached_word(const orc_vocab *v, bpe_scratch *sc, const uint8_t *w, size_t n,
+                        tok_sink *sink)
+{
+    uint64_t h = tok_hash((const char *)w, n);
+    const wc_slot *hit = wc_find(sc, w, n, h);
+    if (hit) {
+        const int32_t *ids = (const int32_t *)sc->wc_toks.p + hit->toff;
+        for (uint32_t i = 0; i < hit->tn; i++)
+            tok_emit(sink, ids[i]);
+        return true;
+    }
+    /* at most two fallback tokens per byte */
+    if (!tok_buf_reserve(&sc->tmp, 2 * n * sizeof(int32_t)))
+        return false;
+    tok_sink local = {sc->tmp.p, (int64_t)(2 * n), 0};
+    if (!bpe_word(v, sc, w, n, &local))
+        return false;
+    const int32_t *ids = sc->tmp.p;
+    for (int64_t i = 0; i < local.n; i++)
+        tok_emit(sink, ids[i]);
+    return wc_add(sc, w, n, h, sc->tmp.p, (size_t)local.n);
+}
+
+void tok_scratch_free(tok_scratch *sc)
+{
+    pcre2_match_data_free((pcre2_match_data *)sc->md);
+    tok_buf *bufs[] = {&sc->fa, &sc->fb, &sc->esc, &sc->syms, &sc->heap, &sc->subj, &sc->pay,
+        &sc->pa, &sc->pb, &sc->enc, &sc->tmp, &sc->wc_slots, &sc->wc_words, &sc->wc_toks};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]->p);
+    memset(sc, 0, sizeof *sc);
+}
+
+bool tok_bpe_fragment(const orc_vocab *v, tok_scratch *sc, const char *text, size_t len,
+                      tok_sink *sink)
 {
     if (len == 0)
         return true;
-    bpe_scratch sc = {0};
-    bool ok = false;
     const char *subj, *pay;
     size_t n;
-    sc.md = pcre2_match_data_create(1, NULL);
-    if (!sc.md || !sanitize(&sc, text, len, &subj, &pay, &n))
-        goto done;
+    if (!sc->md && !(sc->md = pcre2_match_data_create(1, NULL)))
+        return false;
+    if (!sanitize(sc, text, len, &subj, &pay, &n))
+        return false;
     size_t np = 0;
-    if (!push_piece(&sc.pa, &np, 0, n))
-        goto done;
+    if (!push_piece(&sc->pa, &np, 0, n))
+        return false;
     for (int ri = 0; ri < v->n_regex; ri++)
-        if (!split_pieces(v, ri, &sc, subj, &np))
-            goto done;
-    const size_t *pc = sc.pa.p;
+        if (!split_pieces(v, ri, sc, subj, &np))
+            return false;
+    /* the cache pays off on long texts only */
+    bool use_cache = len >= tok_bpe_cache_min_len && (sc->wc_mask || wc_init(sc));
     for (size_t k = 0; k < np; k++) {
-        if (!bpe_word(v, &sc, (const uint8_t *)pay + pc[2 * k], pc[2 * k + 1] - pc[2 * k], sink))
-            goto done;
-        pc = sc.pa.p;
+        const size_t *pc = sc->pa.p;
+        const uint8_t *w = (const uint8_t *)pay + pc[2 * k];
+        size_t wn = pc[2 * k + 1] - pc[2 * k];
+        bool ok = use_cache && wn >= 2 && wn <= WC_MAX_WORD ? cached_word(v, sc, w, wn, sink)
+                                                           : bpe_word(v, sc, w, wn, sink);
+        if (!ok)
+            return false;
     }
-    ok = true;
-done:
-    pcre2_match_data_free(sc.md);
-    free(sc.subj.p);
-    free(sc.pay.p);
-    free(sc.pa.p);
-    free(sc.pb.p);
-    free(sc.syms.p);
-    free(sc.heap.p);
-    free(sc.enc.p);
-    return ok;
+    return true;
 }

@@ -60,9 +60,15 @@ struct orc_vocab {
     int32_t *special;
     int32_t n_special;
     uint64_t (*special_bytes)[4]; /* (n_special) set of the bytes in each text */
+    int32_t *special_user;        /* positions in special[] of those matched even when
+                                   * special text is not parsed (user-defined) */
+    int32_t n_special_user;
 
-    /* SentencePiece: byte-fallback token of each byte */
+    /* SentencePiece: byte-fallback token of each byte, and the byte pairs that occur
+     * inside token texts (no merge can join two characters whose boundary pair is
+     * absent, so the text is merged in independent segments split there) */
     int32_t byte_tok[256];
+    uint64_t *spm_pairs;       /* (1024) bitmap over (byte << 8 | next byte) */
 
     /* byte-level BPE */
     tok_merge_slot *merges;
@@ -99,8 +105,32 @@ typedef struct {
 
 bool tok_buf_reserve(tok_buf *b, size_t bytes);
 
+/* Everything one tokenize call allocates, reused across its fragments and words. */
+typedef struct {
+    tok_buf fa, fb, esc;                 /* fragments, escaped SentencePiece text */
+    tok_buf syms, heap;                  /* merge symbols and priority queue */
+    tok_buf subj, pay, pa, pb, enc, tmp; /* BPE: sanitized text, pieces, encoded word */
+    void *md;                            /* pcre2_match_data_8 * */
+    /* BPE word cache: word bytes -> token ids, for long texts */
+    tok_buf wc_slots, wc_words, wc_toks;
+    size_t wc_words_len, wc_toks_len;
+    uint32_t wc_mask, wc_used;
+} tok_scratch;
+
+void tok_scratch_free(tok_scratch *s);
+
+/* Tuning knobs, changed only by tests to check the fast paths against the plain ones:
+ * BPE caches words within calls on fragments at least this long; SentencePiece merges
+ * segments split where no token can span. */
+extern size_t tok_bpe_cache_min_len;
+extern bool tok_spm_split;
+
 uint64_t tok_hash(const char *p, size_t n);
 int32_t tok_strtab_find(const tok_strtab *t, const char *p, size_t n);
+/* The same with the string's hash ((uint32_t)tok_hash) already computed. */
+int32_t tok_strtab_find_h(const tok_strtab *t, const char *p, size_t n, uint32_t h);
+int32_t tok_strtab_intern_h(tok_strtab *t, const char *p, size_t n, uint32_t h);
+void tok_strtab_prefetch(const tok_strtab *t, uint32_t h);
 /* Index of the string, adding it when absent; -1 on allocation failure. */
 int32_t tok_strtab_intern(tok_strtab *t, const char *p, size_t n);
 static inline const char *tok_str(const tok_strtab *t, int32_t i)
@@ -125,12 +155,14 @@ static inline size_t tok_utf8_len(uint8_t c)
 
 /* tokenizer_spm.c: SentencePiece merges of one raw-text fragment (already prefixed and
  * with spaces escaped to U+2581). false on allocation failure. */
-bool tok_spm_fragment(const orc_vocab *v, const char *text, size_t len, tok_sink *sink);
+bool tok_spm_fragment(const orc_vocab *v, tok_scratch *sc, const char *text, size_t len,
+                      tok_sink *sink);
 
 /* tokenizer_bpe.c */
 bool tok_bpe_setup(orc_vocab *v, const gguf_ctx *g, const char *pre, char *err, size_t errlen);
 void tok_bpe_free(orc_vocab *v);
-bool tok_bpe_fragment(const orc_vocab *v, const char *text, size_t len, tok_sink *sink);
+bool tok_bpe_fragment(const orc_vocab *v, tok_scratch *sc, const char *text, size_t len,
+                      tok_sink *sink);
 /* GPT-2 byte decoding of a token text into out (at most len bytes): each character of
  * the byte alphabet gives its byte; any other character is copied as UTF-8. */
 size_t tok_bpe_decode_text(const orc_vocab *v, const char *text, size_t len, char *out);

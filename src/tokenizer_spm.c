@@ -23,51 +23,47 @@ static inline bool before(const spm_bigram *a, const spm_bigram *b)
 }
 
 typedef struct {
-    spm_bigram *h;
-    size_t n, cap;
+    tok_buf *buf;
+    size_t n;
 } spm_heap;
 
 static bool heap_push(spm_heap *q, spm_bigram b)
 {
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 64;
-        spm_bigram *h = realloc(q->h, cap * sizeof *h);
-        if (!h)
-            return false;
-        q->h = h;
-        q->cap = cap;
-    }
+    if (!tok_buf_reserve(q->buf, (q->n + 1) * sizeof b))
+        return false;
+    spm_bigram *h = q->buf->p;
     size_t i = q->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!before(&b, &q->h[p]))
+        if (!before(&b, &h[p]))
             break;
-        q->h[i] = q->h[p];
+        h[i] = h[p];
         i = p;
     }
-    q->h[i] = b;
+    h[i] = b;
     return true;
 }
 
 static spm_bigram heap_pop(spm_heap *q)
 {
-    spm_bigram top = q->h[0];
-    spm_bigram last = q->h[--q->n];
+    spm_bigram *h = q->buf->p;
+    spm_bigram top = h[0];
+    spm_bigram last = h[--q->n];
     size_t i = 0;
     for (;;) {
         size_t l = 2 * i + 1;
         if (l >= q->n)
             break;
         size_t c = l;
-        if (l + 1 < q->n && before(&q->h[l + 1], &q->h[l]))
+        if (l + 1 < q->n && before(&h[l + 1], &h[l]))
             c = l + 1;
-        if (!before(&q->h[c], &last))
+        if (!before(&h[c], &last))
             break;
-        q->h[i] = q->h[c];
+        h[i] = h[c];
         i = c;
     }
     if (q->n)
-        q->h[i] = last;
+        h[i] = last;
     return top;
 }
 
@@ -85,17 +81,16 @@ static bool try_bigram(const orc_vocab *v, const char *text, const spm_sym *s, s
     return heap_push(q, (spm_bigram){v->scores[id], left, right, size});
 }
 
-bool tok_spm_fragment(const orc_vocab *v, const char *text, size_t len, tok_sink *sink)
+/* Merges one segment (no token spans its ends) and emits its tokens. */
+static bool spm_segment(const orc_vocab *v, tok_scratch *sc, const char *text, size_t len,
+                        tok_sink *sink)
 {
-    if (len == 0)
-        return true;
-    if (len > INT32_MAX)
+    if (!tok_buf_reserve(&sc->syms, len * sizeof(spm_sym)))
         return false;
-    spm_sym *s = malloc(len * sizeof *s);
-    spm_heap q = {0};
-    bool ok = s != NULL;
+    spm_sym *s = sc->syms.p;
+    spm_heap q = {&sc->heap, 0};
     int32_t n = 0;
-    for (size_t off = 0; ok && off < len;) {
+    for (size_t off = 0; off < len;) {
         size_t cl = tok_utf8_len((uint8_t)text[off]);
         if (cl > len - off)
             cl = len - off;
@@ -103,9 +98,10 @@ bool tok_spm_fragment(const orc_vocab *v, const char *text, size_t len, tok_sink
         n++;
         off += cl;
     }
-    for (int32_t i = 1; ok && i < n; i++)
-        ok = try_bigram(v, text, s, &q, i - 1, i);
-    while (ok && q.n) {
+    for (int32_t i = 1; i < n; i++)
+        if (!try_bigram(v, text, s, &q, i - 1, i))
+            return false;
+    while (q.n) {
         spm_bigram b = heap_pop(&q);
         spm_sym *l = &s[b.left], *r = &s[b.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
@@ -115,10 +111,11 @@ bool tok_spm_fragment(const orc_vocab *v, const char *text, size_t len, tok_sink
         l->next = r->next;
         if (r->next >= 0)
             s[r->next].prev = b.left;
-        ok = try_bigram(v, text, s, &q, l->prev, b.left) &&
-             try_bigram(v, text, s, &q, b.left, l->next);
+        if (!try_bigram(v, text, s, &q, l->prev, b.left) ||
+            !try_bigram(v, text, s, &q, b.left, l->next))
+            return false;
     }
-    for (int32_t i = 0; ok && n > 0 && i != -1; i = s[i].next) {
+    for (int32_t i = 0; n > 0 && i != -1; i = s[i].next) {
         int32_t id = tok_find(v, text + s[i].off, s[i].n);
         if (id >= 0) {
             tok_emit(sink, id);
@@ -130,7 +127,35 @@ bool tok_spm_fragment(const orc_vocab *v, const char *text, size_t len, tok_sink
                 tok_emit(sink, b);
         }
     }
-    free(s);
-    free(q.h);
-    return ok;
+    return true;
+}
+
+bool tok_spm_split = true;
+
+bool tok_spm_fragment(const orc_vocab *v, tok_scratch *sc, const char *text, size_t len,
+                      tok_sink *sink)
+{
+    if (len > INT32_MAX)
+        return false;
+    /* Split where the byte pair across a character boundary occurs in no token: no
+     * merge can cross it, so merging the segments separately gives the same result
+     * (their merges never interact, and ties keep their left-to-right order). */
+    const uint8_t *u = (const uint8_t *)text;
+    size_t seg = 0;
+    for (size_t off = 0; off < len;) {
+        size_t cl = tok_utf8_len(u[off]);
+        if (cl > len - off)
+            cl = len - off;
+        size_t next = off + cl;
+        if (next < len && tok_spm_split) {
+            uint32_t pr = (uint32_t)u[next - 1] << 8 | u[next];
+            if (!((v->spm_pairs[pr >> 6] >> (pr & 63)) & 1)) {
+                if (!spm_segment(v, sc, text + seg, next - seg, sink))
+                    return false;
+                seg = next;
+            }
+        }
+        off = next;
+    }
+    return seg < len ? spm_segment(v, sc, text + seg, len - seg, sink) : true;
 }

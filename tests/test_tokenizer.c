@@ -4,6 +4,7 @@
  * property tests on random and hostile input. */
 #include "gguf.h"
 #include "tokenizer.h"
+#include "tokenizer_int.h"
 #include "testutil.h"
 
 #include <setjmp.h>
@@ -687,6 +688,53 @@ static void test_bpe_invalid_utf8(void **state)
     unload(&l);
 }
 
+/* The fast paths (BPE word cache, SentencePiece segments) give the plain paths' ids on a
+ * long mixed text: all test strings joined together, four times. */
+static void fast_paths_family(const char *family)
+{
+    char rel[128];
+    snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf", family);
+    loaded l = load_vocab(rel);
+    vectors t = read_vectors("vocab/ggml-vocab-qwen35.gguf");
+    size_t total = 0;
+    for (size_t i = 0; i < t.n; i++)
+        total += t.len[i] + 1;
+    char *big = malloc(4 * total + 1);
+    size_t m = 0;
+    for (int rep = 0; rep < 4; rep++)
+        for (size_t i = 0; i < t.n; i++) {
+            memcpy(big + m, t.text[i], t.len[i]);
+            m += t.len[i];
+            big[m++] = rep % 2 ? ' ' : '\n';
+        }
+    assert_true(m > 4096);
+    size_t saved_min = tok_bpe_cache_min_len;
+    int32_t n1, n2;
+    tok_bpe_cache_min_len = SIZE_MAX;
+    tok_spm_split = false;
+    int32_t *plain = tokenize(l.v, big, m, true, false, &n1);
+    tok_bpe_cache_min_len = 0;
+    tok_spm_split = true;
+    int32_t *fast = tokenize(l.v, big, m, true, false, &n2);
+    tok_bpe_cache_min_len = saved_min;
+    assert_int_equal(n1, n2);
+    assert_memory_equal(plain, fast, sizeof *plain * (size_t)n1);
+    free(plain);
+    free(fast);
+    free(big);
+    free_vectors(&t);
+    unload(&l);
+}
+
+static void test_fast_paths(void **state)
+{
+    (void)state;
+    fast_paths_family("llama-spm");
+    fast_paths_family("phi-3");
+    fast_paths_family("llama-bpe");
+    fast_paths_family("qwen2");
+}
+
 static void test_load_speed(void **state)
 {
     (void)state;
@@ -716,6 +764,7 @@ int main(void)
         cmocka_unit_test(test_bpe_invalid_utf8),
         cmocka_unit_test(test_properties_spm),
         cmocka_unit_test(test_properties_bpe),
+        cmocka_unit_test(test_fast_paths),
         cmocka_unit_test(test_load_speed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
