@@ -69,7 +69,7 @@ orc_chat_template *orc_chat_template_new(const char *src, const char *bos, const
     orc_chat_template *t = calloc(1, sizeof *t);
     if (!t)
         goto oom;
-    t->fallback = !src || !*src;
+    t->fallback = !src;
     if (t->fallback)
         src = chatml_src;
     jinja_options o = jinja_default_options();

@@ -14,8 +14,7 @@
 
 typedef struct orc_chat_template orc_chat_template;
 
-/* Parses a chat template once for many renders. src NULL (or empty) selects the ChatML
- * fallback. bos/eos may be NULL (then `bos_token`/`eos_token` are ""); they are copied.
+/* Parses a chat template once for many renders. src NULL selects the ChatML fallback. bos/eos may be NULL (then `bos_token`/`eos_token` are ""); they are copied.
  * Returns NULL with a message ("line L, column C: ...") in err on a syntax error. */
 orc_chat_template *orc_chat_template_new(const char *src, const char *bos, const char *eos, char *err,
                                          size_t errlen);
@@ -77,7 +76,7 @@ const char *orc_chat_chatml_template(void);
  */
 /* The model's tokenizer.chat_template (ChatML when it has none) with its BOS/EOS strings. */
 ORC_API orc_status orc_chat_template_from_model(const orc_model *model, orc_chat_template **out);
-/* A template from source (NULL or "" = ChatML); bos/eos may be NULL (""). */
+/* A template from source (NULL = ChatML); bos/eos may be NULL (""). */
 ORC_API orc_status orc_chat_template_from_source(const char *src, const char *bos, const char *eos,
                                                  orc_chat_template **out);
 /* Replaces the BOS/EOS strings (NULL keeps the current one). */

@@ -38,9 +38,13 @@ static void test_chatml_fallback(void **state)
                              "<|im_start|>user\nPart two<|im_end|>\n"
                              "<|im_start|>assistant\n");
     free(out);
-    assert_int_equal(orc_chat_render("", msgs, NULL, false, NULL, NULL, NULL, &out, err, sizeof err), 0);
+    assert_int_equal(orc_chat_render(NULL, msgs, NULL, false, NULL, NULL, NULL, &out, err, sizeof err), 0);
     assert_non_null(strstr(out, "Part two<|im_end|>\n"));
     assert_null(strstr(out + strlen(out) - 10, "assistant\n"));
+    free(out);
+    /* an empty template renders nothing (only NULL selects ChatML) */
+    assert_int_equal(orc_chat_render("", msgs, NULL, true, NULL, NULL, NULL, &out, err, sizeof err), 0);
+    assert_string_equal(out, "");
     free(out);
     json_decref(msgs);
 
