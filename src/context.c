@@ -110,6 +110,9 @@ static void f32_to_f16(const float *src, uint16_t *dst, int n)
 
 /* ---- matrix products on the thread pool ---- */
 
+/* Below this many multiply-adds a product is not worth splitting across threads. */
+#define MIN_PARALLEL_MACS (64.0 * 1024)
+
 typedef struct {
     const gguf_tensor *w;
     const uint8_t *wdata;  /* first row used (an expert slice for MoE) */
@@ -168,7 +171,11 @@ static void matmul(orc_context *c, const gguf_tensor *w, int expert, const float
         wdata += (size_t)expert * (size_t)rows * orc_dtype_row_size(w->type, n);
     mm_job j = {.w = w, .wdata = wdata, .rows = rows, .act = c->act, .act_stride = stride,
                 .n_tok = n_tok, .y = y, .ldy = rows};
-    tp_run(c->tp, mm_worker, &j);
+    /* waking the pool costs microseconds: small products run on the calling thread */
+    if ((double)rows * (double)n * n_tok < MIN_PARALLEL_MACS)
+        mm_worker(&j, 0, 1);
+    else
+        tp_run(c->tp, mm_worker, &j);
 }
 
 /* ---- attention ---- */
@@ -535,7 +542,11 @@ static void forward(orc_context *c, const orc_token *tok, int n, bool want_all, 
             f32_to_f16(v, c->vc + cell * vd, vd);
         }
         attn_job aj = {.c = c, .layer = il, .n_tok = n, .sliding = l->sliding};
-        tp_run(c->tp, attn_worker, &aj);
+        double attn_macs = (double)n * hp->n_head * (c->n_past + n) * (hp->head_dim_k + hp->head_dim_v);
+        if (attn_macs < MIN_PARALLEL_MACS)
+            attn_worker(&aj, 0, 1);
+        else
+            tp_run(c->tp, attn_worker, &aj);
         matmul(c, l->wo, -1, c->att, od, n, c->tmp);
         for (int t = 0; t < n; t++) {
             float *tmp = c->tmp + (size_t)t * E, *x = c->x + (size_t)t * E;

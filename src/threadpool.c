@@ -4,6 +4,7 @@
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -45,8 +46,10 @@ static void *worker_main(void *p)
         int spins = 0;
         while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&pool->stop, memory_order_relaxed) && spins < SPIN_ROUNDS) {
-            CPU_RELAX();
-            spins++;
+            if (++spins % 256 == 0)
+                sched_yield();
+            else
+                CPU_RELAX();
         }
         if (g == seen && !atomic_load(&pool->stop)) {
             pthread_mutex_lock(&pool->mu);
@@ -131,8 +134,14 @@ void tp_run(tp_pool *p, tp_fn fn, void *arg)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0, p->n);
-    while (atomic_load_explicit(&p->done, memory_order_acquire) != p->n - 1)
-        CPU_RELAX();
+    /* spin briefly, then yield: on a loaded machine a worker may be waiting for our core */
+    int spins = 0;
+    while (atomic_load_explicit(&p->done, memory_order_acquire) != p->n - 1) {
+        if (++spins < 2000)
+            CPU_RELAX();
+        else
+            sched_yield();
+    }
 }
 
 void tp_split(long n, int ith, int nth, long align, long *lo, long *hi)
