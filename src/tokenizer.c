@@ -32,33 +32,49 @@ bool tok_buf_reserve(tok_buf *b, size_t bytes)
     return true;
 }
 
-static inline uint64_t mix64(uint64_t x)
+static inline uint64_t mum(uint64_t a, uint64_t b)
 {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
+    __uint128_t m = (__uint128_t)a * b;
+    return (uint64_t)m ^ (uint64_t)(m >> 64);
 }
 
+/* A wyhash-style hash: short strings are read with overlapping loads. */
 uint64_t tok_hash(const char *p, size_t n)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ ((uint64_t)n * 0x100000001b3ull);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0x87c37b91114253d5ull;
-        h ^= h >> 29;
-        p += 8;
-        n -= 8;
+    const uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull,
+                   k2 = 0x8ebc6af09c88c6e3ull;
+    uint64_t a, b, seed = k0 ^ n;
+    if (n <= 16) {
+        if (n >= 8) {
+            memcpy(&a, p, 8);
+            memcpy(&b, p + n - 8, 8);
+        } else if (n >= 4) {
+            uint32_t x, y;
+            memcpy(&x, p, 4);
+            memcpy(&y, p + n - 4, 4);
+            a = x;
+            b = y;
+        } else if (n > 0) {
+            a = (uint64_t)(uint8_t)p[0] << 16 | (uint64_t)(uint8_t)p[n >> 1] << 8 |
+                (uint8_t)p[n - 1];
+            b = 0;
+        } else {
+            a = b = 0;
+        }
+    } else {
+        size_t i = n;
+        while (i > 16) {
+            uint64_t x, y;
+            memcpy(&x, p, 8);
+            memcpy(&y, p + 8, 8);
+            seed = mum(x ^ k1, y ^ seed);
+            p += 16;
+            i -= 16;
+        }
+        memcpy(&a, p + i - 16, 8);
+        memcpy(&b, p + i - 8, 8);
     }
-    if (n) {
-        uint64_t w = 0;
-        memcpy(&w, p, n);
-        h = (h ^ w) * 0x4cf5ad432745937full;
-    }
-    return mix64(h);
+    return mum(k1 ^ n, mum(a ^ k1, b ^ seed) ^ k2);
 }
 
 /* ---- String table ---------------------------------------------------------------- */
@@ -98,7 +114,7 @@ int32_t tok_strtab_find_h(const tok_strtab *t, const char *p, size_t n, uint32_t
         const struct tok_slot *s = &t->slots[i];
         if (s->idx < 0)
             return -1;
-        if (s->hash == h && s->len == n && !memcmp(t->blob + s->off, p, n))
+        if (s->hash == h && s->len == n && tok_eq(t->blob + s->off, p, n))
             return s->idx;
     }
 }

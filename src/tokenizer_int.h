@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Internal attribute bits kept beside the public ones in orc_vocab.attr. */
 #define TOK_ATTR_EOG (1u << 16)
@@ -126,6 +127,34 @@ extern size_t tok_bpe_cache_min_len;
 extern bool tok_spm_split;
 
 uint64_t tok_hash(const char *p, size_t n);
+
+/* memcmp(a, b, n) == 0, with overlapping word loads for short strings */
+static inline bool tok_eq(const char *a, const char *b, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t x0, x1, y0, y1;
+        memcpy(&x0, a, 8);
+        memcpy(&y0, b, 8);
+        memcpy(&x1, a + n - 8, 8);
+        memcpy(&y1, b + n - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t x0, x1, y0, y1;
+        memcpy(&x0, a, 4);
+        memcpy(&y0, b, 4);
+        memcpy(&x1, a + n - 4, 4);
+        memcpy(&y1, b + n - 4, 4);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (n < 4) {
+        for (size_t i = 0; i < n; i++)
+            if (a[i] != b[i])
+                return false;
+        return true;
+    }
+    return memcmp(a, b, n) == 0;
+}
 int32_t tok_strtab_find(const tok_strtab *t, const char *p, size_t n);
 /* The same with the string's hash ((uint32_t)tok_hash) already computed. */
 int32_t tok_strtab_find_h(const tok_strtab *t, const char *p, size_t n, uint32_t h);
