@@ -179,6 +179,45 @@ static void test_progress_cancel(void **state)
     assert_int_equal(orc_model_load(NULL, NULL, &m), ORC_ERR_INVALID_ARGUMENT);
 }
 
+/* Resident memory of this process in bytes (from /proc/self/statm). */
+static long rss_bytes(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = -1;
+    fclose(f);
+    return resident * 4096;
+}
+
+/* Loading maps the file: resident memory after load is not a second copy of the weights.
+ * Reading it instead (use_mmap = false) costs the whole file, which shows the measurement
+ * is real. */
+static void test_mmap_no_copy(void **state)
+{
+    (void)state;
+    const char *path = tu_shared("models/synthetic/qwen3moe-f16.gguf");
+    long before = rss_bytes();
+    orc_model *m = NULL;
+    assert_int_equal(orc_model_load(path, NULL, &m), ORC_OK);
+    long mapped = rss_bytes() - before;
+    uint64_t size = orc_model_file_size(m);
+    orc_model_free(m);
+    printf("file %llu bytes: resident growth with mmap %ld bytes\n", (unsigned long long)size, mapped);
+    assert_true(mapped < (long)(size / 4));
+
+    orc_model_params mp = orc_model_default_params();
+    mp.use_mmap = false;
+    before = rss_bytes();
+    assert_int_equal(orc_model_load(path, &mp, &m), ORC_OK);
+    long copied = rss_bytes() - before;
+    printf("file %llu bytes: resident growth when read %ld bytes\n", (unsigned long long)size, copied);
+    assert_true(copied > (long)(size * 9 / 10));
+    orc_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -188,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_tokenize_buffer_contract),
         cmocka_unit_test(test_stream_holds_partial_utf8),
         cmocka_unit_test(test_progress_cancel),
+        cmocka_unit_test(test_mmap_no_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
