@@ -253,6 +253,23 @@ ORC_API orc_token orc_sampler_sample(orc_sampler *s, const float *logits);
 ORC_API void orc_sampler_accept(orc_sampler *s, orc_token token);
 ORC_API void orc_sampler_reset(orc_sampler *s);
 
+/* ---- Quantization --------------------------------------------------------------- */
+
+typedef struct orc_quantize_params {
+    const char *type;   /* "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k_m", "q5_k_m",
+                           "q6_k", "iq4_nl", "f16", "bf16", "f32" (default "q4_k_m") */
+    int32_t n_threads;  /* 0 = all cores */
+} orc_quantize_params;
+
+ORC_API orc_quantize_params orc_quantize_default_params(void);
+
+/* Writes a copy of the GGUF model at in_path to out_path with its weight matrices
+ * converted to params->type (norms, biases and other 1-D tensors stay f32; mixed
+ * recipes like q4_k_m keep some tensors at higher precision, as llama.cpp does).
+ * Metadata is copied, with general.file_type updated. */
+ORC_API orc_status orc_model_quantize(const char *in_path, const char *out_path,
+                                      const orc_quantize_params *params);
+
 #ifdef __cplusplus
 }
 #endif
