@@ -1637,12 +1637,12 @@ static inline void set_range(uint32_t *mask, const int32_t *sorted, uint32_t lo,
 
 static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, uint32_t *mask)
 {
-    const uint8_t *allow = p->sallow[s];
     const tnode *ch = v->nodes + nd->child;
     for (uint32_t k = 0; k < nd->n_child; k++) {
         const tnode *c = &ch[k];
         uint8_t b = c->byte;
-        if (!(allow[b >> 3] & (1u << (b & 7))))
+        /* re-read each time: interning new states may move the state arrays */
+        if (!(p->sallow[s][b >> 3] & (1u << (b & 7))))
             continue;
         p->stats.trie_nodes_visited++;
         uint32_t s2 = advance(p, s, b);
