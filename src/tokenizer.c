@@ -403,6 +403,13 @@ static bool build_special_cache(orc_vocab *v)
         for (uint32_t k = 0; k < v->strs.len[v->special[i]]; k++)
             v->special_bytes[i][s[k] >> 6] |= 1ull << (s[k] & 63);
     }
+    for (int k = 0; k < 4; k++) {
+        v->special_common[0][k] = v->special_common[1][k] = ~0ull;
+        for (int32_t i = 0; i < v->n_special_user; i++)
+            v->special_common[0][k] &= v->special_bytes[v->special_user[i]][k];
+        for (int32_t i = 0; i < n; i++)
+            v->special_common[1][k] &= v->special_bytes[i][k];
+    }
     return true;
 }
 
@@ -844,6 +851,15 @@ static bool partition(const orc_vocab *v, const char *text, size_t len, bool par
     const uint8_t *u = (const uint8_t *)text;
     for (size_t i = 0; i < len; i++)
         tf.bytes[u[i] >> 6] |= 1ull << (u[i] & 63);
+    /* bytes that every candidate contains but the text lacks rule them all out */
+    const uint64_t *common = v->special_common[parse_special];
+    for (int k = 0; k < 4; k++) {
+        if (common[k] & ~tf.bytes[k]) {
+            *out = cur;
+            *n_out = n;
+            return true;
+        }
+    }
     uint64_t *bits = NULL;
     if (len > 4096) {
         bits = calloc(1024 + ((size_t)1 << QUAD_BITS) / 64, sizeof *bits);

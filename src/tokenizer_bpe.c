@@ -200,18 +200,6 @@ static size_t decode_cp(const uint8_t *s, size_t n, uint32_t *cp)
 
 size_t tok_bpe_decode_text(const orc_vocab *v, const char *text, size_t len, char *out)
 {
-    (void)v;
-    static int16_t byte_of[324];
-    static bool init;
-    if (!init) {  /* benign race: every thread writes the same values */
-        uint32_t cp_of[256];
-        byte_alphabet(cp_of);
-        for (int i = 0; i < 324; i++)
-            byte_of[i] = -1;
-        for (int b = 0; b < 256; b++)
-            byte_of[cp_of[b]] = (int16_t)b;
-        init = true;
-    }
     size_t m = 0;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
@@ -220,8 +208,8 @@ size_t tok_bpe_decode_text(const orc_vocab *v, const char *text, size_t len, cha
             out[m++] = text[i++];
             continue;
         }
-        if (cp < 324 && byte_of[cp] >= 0) {
-            out[m++] = (char)byte_of[cp];
+        if (cp < 324 && v->byte_dec[cp] >= 0) {
+            out[m++] = (char)v->byte_dec[cp];
         } else {
             memcpy(out + m, text + i, k);
             m += k;
@@ -394,7 +382,10 @@ bool tok_bpe_setup(orc_vocab *v, const gguf_ctx *g, const char *pre, char *err, 
 
     uint32_t cp_of[256];
     byte_alphabet(cp_of);
+    for (int i = 0; i < 324; i++)
+        v->byte_dec[i] = -1;
     for (int b = 0; b < 256; b++) {
+        v->byte_dec[cp_of[b]] = (int16_t)b;
         v->byte_enc_len[b] = (uint8_t)utf8_encode(cp_of[b], v->byte_enc[b]);
         v->byte_sym[b] = tok_strtab_find(&v->strs, v->byte_enc[b], v->byte_enc_len[b]);
         char one = (char)b;

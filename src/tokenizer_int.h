@@ -64,6 +64,7 @@ struct orc_vocab {
     int32_t *special_user;        /* positions in special[] of those matched even when
                                    * special text is not parsed (user-defined) */
     int32_t n_special_user;
+    uint64_t special_common[2][4];  /* bytes in every [user-defined, any] special text */
 
     /* SentencePiece: byte-fallback token of each byte, and the byte pairs that occur
      * inside token texts (no merge can join two characters whose boundary pair is
@@ -79,6 +80,7 @@ struct orc_vocab {
     int32_t one_byte_tok[256]; /* token whose text is exactly that one byte, or -1 */
     char byte_enc[256][2];     /* GPT-2 bytes_to_unicode, as UTF-8 */
     uint8_t byte_enc_len[256];
+    int16_t byte_dec[324];     /* inverse of byte_enc by code point, -1 when none */
     int n_regex;
     void *regex[TOK_MAX_REGEX];  /* pcre2_code_8 * */
     bool regex_jit[TOK_MAX_REGEX];
