@@ -1019,7 +1019,7 @@ int32_t orc_vocab_tokenize(const orc_vocab *v, const char *text, size_t len, int
 done:
     tok_scratch_free(&sc);
     if (!ok) {
-        orc_fail(ORC_ERR_NO_MEMORY, "tokenize: out of memory");
+        orc_fail(ORC_ERR_NO_MEMORY, "tokenize: out of memory (or a text fragment over 2 GiB)");
         return INT32_MIN;
     }
     if (sink.n > INT32_MAX) {
