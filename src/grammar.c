@@ -36,6 +36,22 @@ static uint64_t hash_bytes(const void *p, size_t n)
     return hash64(h ^ n);
 }
 
+/* SWAR popcount: the library is built for baseline x86-64, where __builtin_popcount is
+ * a libgcc call. */
+static inline int popcount32(uint32_t x)
+{
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
+    return (int)((x * 0x01010101u) >> 24);
+}
+
+static inline void set_range(uint32_t *mask, const int32_t *sorted, uint32_t lo, uint32_t hi)
+{
+    for (uint32_t i = lo; i < hi; i++)
+        mask[(uint32_t)sorted[i] >> 5] |= 1u << ((uint32_t)sorted[i] & 31);
+}
+
 static bool grow(void **p, size_t *cap, size_t need, size_t elsize)
 {
     if (need <= *cap)
@@ -554,7 +570,42 @@ struct grammar {
     uint32_t n_sets;
     uint32_t root;
     char **names;
+    /* bytes no byte set tells apart form one class: transitions depend only on it */
+    uint8_t bclass[256];
+    uint8_t brep[256];   /* a representative byte of each class */
+    uint32_t n_bclass;
 };
+
+/* Partition the bytes by their membership in every byte set of the grammar. */
+static void byte_classes(grammar *g)
+{
+    uint64_t h[256];
+    for (int b = 0; b < 256; b++) {
+        uint64_t x = 1469598103934665603ull;
+        for (uint32_t i = 0; i < g->n_sets; i++) {
+            x ^= (uint64_t)((g->sets[i][b >> 3] >> (b & 7)) & 1) + 2 * i;
+            x *= 1099511628211ull;
+        }
+        h[b] = x;
+    }
+    g->n_bclass = 0;
+    for (int b = 0; b < 256; b++) {
+        uint32_t c;
+        for (c = 0; c < g->n_bclass; c++) {
+            int r = g->brep[c];
+            if (h[r] != h[b])
+                continue;
+            bool same = true;
+            for (uint32_t i = 0; i < g->n_sets && same; i++)
+                same = ((g->sets[i][b >> 3] >> (b & 7)) & 1) == ((g->sets[i][r >> 3] >> (r & 7)) & 1);
+            if (same)
+                break;
+        }
+        if (c == g->n_bclass)
+            g->brep[g->n_bclass++] = (uint8_t)b;
+        g->bclass[b] = (uint8_t)c;
+    }
+}
 
 void grammar_free(grammar *g)
 {
@@ -715,6 +766,7 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
     g->el[pos++] = GE_END;
     g->n_el = pos;
     g->root = (uint32_t)root_id;
+    byte_classes(g);
     free(nullable);
     free(color);
     free(stk);
@@ -735,6 +787,9 @@ fail:
 
 /* ---- matcher pool: hash-consed stacks and interned states shared by clones ---- */
 
+#define SUBSET_MIN_TOKENS 8
+#define BIGMASK_MIN_TOKENS 2048
+#define GRAMMAR_MAX_TOKEN_BYTES 1024 /* longer tokens are excluded from masks */
 #define NODE_EMPTY 0u          /* the empty stack: the root has been matched */
 #define ST_DEAD UINT32_MAX
 #define MAX_STACKS_PER_STATE 4096
@@ -755,6 +810,7 @@ typedef struct gpool {
     uint32_t *sarena;
     size_t n_sarena, cap_sarena;
     uint32_t *soff, *slen, *sloop; /* sloop: index+1 into loops, 0 = not computed */
+    uint32_t *sfree;               /* dominant-run length (see free_run), UINT32_MAX: unknown */
     uint8_t (*sallow)[32];
     uint8_t *sacc;
     uint64_t *shash;
@@ -816,6 +872,7 @@ static void pool_free(gpool *p)
     free(p->loop_succ);
     free(p->tt);
     free(p->stt);
+    free(p->sfree);
     u64map_free(&p->trans);
     u64map_free(&p->mcache);
     free(p->masks);
@@ -895,6 +952,9 @@ static bool states_grow(gpool *p)
     a = realloc(p->stt, nc * sizeof *p->stt);
     if (!a) return false;
     p->stt = a;
+    a = realloc(p->sfree, nc * sizeof *p->sfree);
+    if (!a) return false;
+    p->sfree = a;
     a = realloc(p->sallow, nc * 32);
     if (!a) return false;
     p->sallow = a;
@@ -956,6 +1016,7 @@ static uint32_t state_intern(gpool *p, const uint32_t *nodes, size_t n)
     p->shash[id] = h;
     p->sloop[id] = 0;
     p->stt[id] = 0;
+    p->sfree[id] = UINT32_MAX;
     p->sacc[id] = n > 0 && nodes[0] == NODE_EMPTY;
     uint8_t *allow = p->sallow[id];
     memset(allow, 0, 32);
@@ -1079,7 +1140,7 @@ oom:
 }
 
 #define TT_UNKNOWN 0xFFFFFFFEu
-#define MAX_TABLES 16384 /* 16 MiB of transition tables per matcher family */
+#define MAX_TABLE_ENTRIES (4u << 20) /* 16 MiB of transition tables per matcher family */
 
 static uint32_t advance_slow(gpool *p, uint32_t s, uint8_t byte)
 {
@@ -1102,7 +1163,7 @@ static uint32_t advance_slow(gpool *p, uint32_t s, uint8_t byte)
 }
 
 /* The state after byte from state s (ST_DEAD: rejected). Memoised in a per-state table
- * (or, past MAX_TABLES, a hash map). */
+ * over byte classes (or, past MAX_TABLE_ENTRIES, a hash map). */
 static uint32_t advance(gpool *p, uint32_t s, uint8_t byte)
 {
     if (s == ST_DEAD || p->error)
@@ -1111,36 +1172,38 @@ static uint32_t advance(gpool *p, uint32_t s, uint8_t byte)
         return ST_DEAD;
     uint32_t t = p->stt[s];
     if (t) {
-        uint32_t v = p->tt[(size_t)(t - 1) * 256 + byte];
+        uint32_t v = p->tt[(size_t)(t - 1) * p->g->n_bclass + p->g->bclass[byte]];
         if (v != TT_UNKNOWN)
             return v;
-    } else if (p->n_tt < MAX_TABLES) {
+    } else if ((p->n_tt + 1) * p->g->n_bclass <= MAX_TABLE_ENTRIES) {
         uint32_t *q = p->tt;
         if (p->n_tt == p->cap_tt) {
             size_t nc = p->cap_tt ? p->cap_tt * 2 : 64;
-            q = realloc(p->tt, nc * 256 * sizeof *q);
+            q = realloc(p->tt, nc * p->g->n_bclass * sizeof *q);
             if (q) {
                 p->tt = q;
                 p->cap_tt = nc;
             }
         }
         if (q) {
-            for (int i = 0; i < 256; i++)
-                q[p->n_tt * 256 + (size_t)i] = TT_UNKNOWN;
+            for (uint32_t i = 0; i < p->g->n_bclass; i++)
+                q[p->n_tt * p->g->n_bclass + i] = TT_UNKNOWN;
             t = p->stt[s] = (uint32_t)++p->n_tt;
         }
     }
+    byte = p->g->brep[p->g->bclass[byte]];
     uint64_t key = ((uint64_t)s << 8 | byte) + 1;
     if (!t) {
         uint32_t *v = u64map_get(&p->trans, key);
         if (v)
             return *v;
     }
+    p->stats.expansions++;
     uint32_t next = advance_slow(p, s, byte);
     if (p->error)
         return ST_DEAD;
     if (t) {
-        p->tt[(size_t)(t - 1) * 256 + byte] = next;
+        p->tt[(size_t)(t - 1) * p->g->n_bclass + p->g->bclass[byte]] = next;
     } else if (!u64map_put(&p->trans, key, next)) {
         p->error = "grammar matcher: out of memory";
         return ST_DEAD;
@@ -1339,7 +1402,7 @@ size_t grammar_matcher_forced_bytes(grammar_matcher *m, uint8_t *buf, size_t cap
             uint8_t v = p->sallow[s][k];
             if (!v)
                 continue;
-            cnt += __builtin_popcount(v);
+            cnt += popcount32(v);
             only = k * 8 + __builtin_ctz(v);
         }
         if (cnt != 1)
@@ -1360,12 +1423,14 @@ void grammar_matcher_stats(const grammar_matcher *m, grammar_stats *out)
     UNLOCK(m->p);
 }
 
+
 /* ---- vocabulary tries ---- */
 
 typedef struct {
     uint32_t lo, ehi, hi;  /* tokens (sorted order) in the subtree; [lo, ehi) end here */
     uint32_t child;        /* first child node; children are contiguous */
     uint32_t sub;          /* index+1 into subtree byte sets (0: none, small subtree) */
+    uint32_t big;          /* index+1 into bigmasks (0: none) */
     uint16_t n_child;
     uint16_t maxdep;       /* longest token in the subtree minus this node's depth */
     uint8_t byte;
@@ -1385,10 +1450,10 @@ struct grammar_vocab {
     size_t n_nodes, cap_nodes;
     uint8_t (*subsets)[32];
     size_t n_subsets, cap_subsets;
+    uint32_t *bigmasks;    /* token masks of the subtrees of BIGMASK_MIN_TOKENS or more */
+    size_t n_bigmasks;
 };
 
-#define SUBSET_MIN_TOKENS 8
-#define GRAMMAR_MAX_TOKEN_BYTES 1024 /* longer tokens are excluded from masks */
 
 static atomic_uint vocab_serial = 1;
 
@@ -1481,6 +1546,7 @@ void grammar_vocab_free(grammar_vocab *v)
     free(v->sorted);
     free(v->nodes);
     free(v->subsets);
+    free(v->bigmasks);
     free(v);
 }
 
@@ -1533,6 +1599,23 @@ grammar_vocab *grammar_vocab_new(int32_t n_tokens, const char *const *tok_bytes,
     memset(v->nodes, 0, sizeof *v->nodes);
     if (!trie_build(v, 0, 0, v->n_sorted, 0))
         goto fail;
+    /* Whole-subtree masks for big subtrees: setting 50K scattered bits one by one costs
+     * more than OR-ing a precomputed mask. */
+    size_t words = grammar_vocab_mask_words(v);
+    for (size_t i = 0; i < v->n_nodes; i++) {
+        tnode *nd = &v->nodes[i];
+        nd->big = 0;
+        if (nd->hi - nd->ehi < BIGMASK_MIN_TOKENS)
+            continue;
+        uint32_t *q = realloc(v->bigmasks, (v->n_bigmasks + 1) * words * sizeof *q);
+        if (!q)
+            goto fail;
+        v->bigmasks = q;
+        q += v->n_bigmasks * words;
+        memset(q, 0, words * sizeof *q);
+        set_range(q, v->sorted, nd->ehi, nd->hi);
+        nd->big = (uint32_t)++v->n_bigmasks;
+    }
     return v;
 fail:
     grammar_vocab_free(v);
@@ -1564,14 +1647,13 @@ static const uint8_t *dom_info(gpool *p, uint32_t s, uint32_t *succ)
         *succ = p->loop_succ[p->sloop[s] - 1];
         return p->loops[p->sloop[s] - 1];
     }
-    uint32_t nx[256];
+    uint32_t nx[256], cx[256];
     uint32_t best = ST_DEAD, best_n = 0;
-    for (int b = 0; b < 256; b++) {
-        nx[b] = ST_DEAD;
-        if (!(p->sallow[s][b >> 3] & (1u << (b & 7))))
-            continue;
-        nx[b] = advance(p, s, (uint8_t)b);
-    }
+    const grammar *g = p->g;
+    for (uint32_t c = 0; c < g->n_bclass; c++)
+        cx[c] = advance(p, s, g->brep[c]);
+    for (int b = 0; b < 256; b++)
+        nx[b] = cx[g->bclass[b]];
     if (p->error)
         return NULL;
     for (int b = 0; b < 256; b++) {
@@ -1611,28 +1693,49 @@ static bool subset_of(const uint8_t *a, const uint8_t *b)
     return !((x[0] & ~y[0]) | (x[1] & ~y[1]) | (x[2] & ~y[2]) | (x[3] & ~y[3]));
 }
 
-/* Every byte string over set of length <= depth is accepted from s: true when at each step
- * all of set leads to the same (dominant) successor. */
-static bool all_accepted(gpool *p, uint32_t s, const uint8_t *set, uint32_t depth)
+/* How many steps the dominant chain s -> s* -> s** ... keeps accepting every byte of
+ * the dominant set of s (GRAMMAR_MAX_TOKEN_BYTES when it loops): any string over a subset
+ * of that set no longer than this is accepted. Computed once per state. */
+static uint32_t free_run(gpool *p, uint32_t s)
 {
-    for (uint32_t d = 0; d < depth; d++) {
-        if (!subset_of(set, p->sallow[s]))
-            return false;
-        uint32_t succ;
-        const uint8_t *dom = dom_info(p, s, &succ);
-        if (!dom || !subset_of(set, dom))
-            return false;
-        if (succ == s)
-            return true;
-        s = succ;
+    if (p->sfree[s] != UINT32_MAX)
+        return p->sfree[s];
+    uint32_t succ;
+    const uint8_t *u0 = dom_info(p, s, &succ);
+    if (!u0)
+        return 0;
+    uint8_t base[32];
+    memcpy(base, u0, 32);
+    uint32_t run = 1, t = succ;
+    if (t == s)
+        run = GRAMMAR_MAX_TOKEN_BYTES;
+    while (run < GRAMMAR_MAX_TOKEN_BYTES && t != ST_DEAD) {
+        uint32_t next;
+        const uint8_t *u = dom_info(p, t, &next);
+        if (!u || !subset_of(base, u))
+            break;
+        run++;
+        if (next == t) {
+            run = GRAMMAR_MAX_TOKEN_BYTES;
+            break;
+        }
+        t = next;
     }
-    return true;
+    p->sfree[s] = run;
+    return run;
 }
 
-static inline void set_range(uint32_t *mask, const int32_t *sorted, uint32_t lo, uint32_t hi)
+/* Every byte string over set of length <= depth is accepted from s (a sufficient test:
+ * false only means "walk the subtree"). */
+static bool all_accepted(gpool *p, uint32_t s, const uint8_t *set, uint32_t depth)
 {
-    for (uint32_t i = lo; i < hi; i++)
-        mask[(uint32_t)sorted[i] >> 5] |= 1u << ((uint32_t)sorted[i] & 31);
+    if (!subset_of(set, p->sallow[s]))
+        return false;
+    uint32_t succ;
+    const uint8_t *dom = dom_info(p, s, &succ);
+    if (!dom || !subset_of(set, dom))
+        return false;
+    return depth <= free_run(p, s);
 }
 
 static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, uint32_t *mask)
@@ -1652,7 +1755,14 @@ static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, 
         if (!c->n_child)
             continue;
         if (c->sub && all_accepted(p, s2, v->subsets[c->sub - 1], c->maxdep)) {
-            set_range(mask, v->sorted, c->ehi, c->hi);
+            if (c->big) {
+                size_t words = grammar_vocab_mask_words(v);
+                const uint32_t *bm = v->bigmasks + (size_t)(c->big - 1) * words;
+                for (size_t w = 0; w < words; w++)
+                    mask[w] |= bm[w];
+            } else {
+                set_range(mask, v->sorted, c->ehi, c->hi);
+            }
             continue;
         }
         walk(p, v, c, s2, mask);
@@ -1697,7 +1807,7 @@ static int32_t fill_mask_nl(grammar_matcher *m, const grammar_vocab *v, uint32_t
     }
     int32_t cnt = 0;
     for (size_t i = 0; i < words; i++)
-        cnt += __builtin_popcount(bitmask[i]);
+        cnt += popcount32(bitmask[i]);
     return cnt;
 }
 

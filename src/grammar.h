@@ -136,6 +136,7 @@ bool grammar_token_allowed(grammar_matcher *m, const grammar_vocab *v, int32_t i
 typedef struct {
     uint64_t mask_calls, mask_cache_hits;
     uint64_t trie_nodes_visited;
+    uint64_t expansions;      /* transitions computed (not found in the tables) */
     uint32_t n_stack_nodes, n_states;
 } grammar_stats;
 void grammar_matcher_stats(const grammar_matcher *m, grammar_stats *out);

@@ -897,9 +897,11 @@ static void test_benchmark(void **state)
             if (base) {
                 grammar_stats st;
                 grammar_matcher_stats(base, &st);
-                printf("  cache hits %llu / %llu, trie nodes visited %llu, states %u\n",
+                printf("  cache hits %llu / %llu, trie nodes visited %llu, transitions computed "
+                       "%llu, states %u\n",
                        (unsigned long long)st.mask_cache_hits, (unsigned long long)st.mask_calls,
-                       (unsigned long long)st.trie_nodes_visited, st.n_states);
+                       (unsigned long long)st.trie_nodes_visited,
+                       (unsigned long long)st.expansions, st.n_states);
             }
             grammar_matcher_free(base);
         }
