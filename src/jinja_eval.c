@@ -152,10 +152,24 @@ static size_t *cp_offsets(jctx *c, jstr *s, size_t *ncp)
 }
 
 /* list of what iterating v yields (dict: keys, str: characters) */
+/* A generator whose source fails when it is consumed (Python generators are lazy). */
+static bool iterable(jv v) { return v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF; }
+
+static jv poisoned(jctx *c, const char *kind, const char *msg)
+{
+    jlist *l = jl_new(c, 0);
+    l->flags = JL_GENERATOR;
+    l->poison_kind = kind;
+    l->poison = msg;
+    return jv_list(l);
+}
+
 static jlist *iter_list(jctx *c, uint32_t pos, jv v)
 {
     switch (v.t) {
     case JV_LIST:
+        if (v.u.l->poison)
+            FAIL(c, pos, v.u.l->poison_kind, "%s", v.u.l->poison);
         if (v.u.l->flags & JL_GENERATOR) {
             /* a Python generator is exhausted by iterating it */
             jlist *r = jl_new(c, 0);
@@ -347,6 +361,9 @@ static jv slice_val(jctx *c, uint32_t pos, jv obj, jv *st, jv *sp, jv *se)
         ncp = obj.u.l->n;
     } else if (obj.t == JV_UNDEF) {
         undef_fail(c, pos, obj);
+    } else if (obj.t == JV_DICT) {
+        /* jinja2 compiles slices to a plain Python subscript, so errors propagate */
+        FAIL(c, pos, "TypeError", "unhashable type: 'slice'");
     } else {
         FAIL(c, pos, "TypeError", "'%s' object is not subscriptable", jv_typename(obj));
     }
@@ -416,7 +433,7 @@ static jv get_item(jctx *c, uint32_t pos, jv obj, jv key)
     case JV_LIST:
     case JV_STR:
         if (obj.t == JV_LIST && (obj.u.l->flags & JL_SPECIAL & ~JL_RANGE))
-            FAIL(c, pos, "TypeError", "'%s' object is not subscriptable", jv_typename(obj));
+            return jv_undef(xfmt(c, "'%s' object is not subscriptable", jv_typename(obj), NULL));
         if (key.t == JV_INT || key.t == JV_BOOL) {
             int64_t i = key.t == JV_INT ? key.u.i : key.u.b;
             size_t len = obj.t == JV_LIST ? obj.u.l->n : jstr_cplen(obj.u.s);
@@ -587,7 +604,20 @@ static jv arith(jctx *c, uint32_t pos, int op, jv a, jv b)
         case OP_FLOORDIV:
             if (y == 0)
                 FAIL(c, pos, "ZeroDivisionError", "float floor division by zero");
-            return jv_float(floor(x / y));
+            {
+                /* CPython's float_floor_div: exact on the remainder, not floor(x / y) */
+                double mod = fmod(x, y), div = (x - mod) / y, fd;
+                if (mod != 0 && ((y < 0) != (mod < 0)))
+                    div -= 1.0;
+                if (div != 0) {
+                    fd = floor(div);
+                    if (div - fd > 0.5)
+                        fd += 1.0;
+                } else {
+                    fd = copysign(0.0, x / y);
+                }
+                return jv_float(fd);
+            }
         case OP_MOD: {
             if (y == 0)
                 FAIL(c, pos, "ZeroDivisionError", "float modulo");
@@ -658,7 +688,10 @@ static bool contains(jctx *c, uint32_t pos, jv item, jv seq)
                 return true;
         return false;
     case JV_DICT:
-    case JV_NS: return jd_get(seq.u.d, item) != NULL;
+    case JV_NS:
+        if ((item.t == JV_LIST && !(item.u.l->flags & JL_TUPLE)) || item.t == JV_DICT)
+            FAIL(c, pos, "TypeError", "unhashable type: '%s'", jv_typename(item));
+        return jd_get(seq.u.d, item) != NULL;
     case JV_UNDEF: return false;
     default: FAIL(c, pos, "TypeError", "argument of type '%s' is not iterable", jv_typename(seq));
     }
@@ -677,7 +710,9 @@ static bool compare_op(jctx *c, uint32_t pos, int op, jv a, jv b)
         undef_fail(c, pos, a);
     if (b.t == JV_UNDEF)
         undef_fail(c, pos, b);
-    if (!((isnum(a) && isnum(b)) || (a.t == JV_STR && b.t == JV_STR) || (a.t == JV_LIST && b.t == JV_LIST))) {
+    if (!((isnum(a) && isnum(b)) || (a.t == JV_STR && b.t == JV_STR) ||
+          (a.t == JV_LIST && b.t == JV_LIST && (a.u.l->flags & (JL_TUPLE | JL_SPECIAL)) == (b.u.l->flags & (JL_TUPLE | JL_SPECIAL)) &&
+           !(a.u.l->flags & (JL_GENERATOR | JL_ITEMS | JL_KEYS | JL_VALUES | JL_RANGE))))) {
         static const char *s[] = {"<", "<=", ">", ">="};
         FAIL(c, pos, "TypeError", "'%s' not supported between instances of '%s' and '%s'",
              s[op - OP_LT], jv_typename(a), jv_typename(b));
@@ -1158,7 +1193,8 @@ static jv str_percent(jctx *c, uint32_t pos, jstr *fmt, jv argv)
         default: FAIL(c, pos, "ValueError", "unsupported format character '%c'", conv);
         }
     }
-    if (tl ? ai < tl->n : ai == 0)
+    /* a mapping (or a list, which Python treats like one here) may go unused */
+    if (tl ? ai < tl->n : (ai == 0 && argv.t != JV_DICT && argv.t != JV_LIST))
         FAIL(c, pos, "TypeError", "not all arguments converted during string formatting");
     return mkstr(c, b.p ? b.p : "", b.n);
 }
@@ -1591,6 +1627,8 @@ static jv indent_filter(jctx *c, jstr *s, jstr *ind, bool first, bool blank)
 
 static jv select_reject(jctx *c, const jnode *n, jv v, args *a, bool attr_mode, bool select)
 {
+    if (jv_truthy(v) && !iterable(v))
+        return poisoned(c, "TypeError", xfmt(c, "'%s' object is not iterable", jv_typename(v), NULL));
     jlist *src = jv_truthy(v) ? iter_list(c, n->pos, v) : jl_new(c, 0);
     jlist *out = jl_new(c, 0);
     out->flags = JL_GENERATOR;
@@ -1779,10 +1817,13 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         return jv_list(l);
     }
     case FI_items: {
-        if (v.t == JV_UNDEF)
-            return jv_list(jl_new(c, 0));
+        if (v.t == JV_UNDEF) {
+            jlist *l = jl_new(c, 0);
+            l->flags = JL_GENERATOR;
+            return jv_list(l);
+        }
         if (v.t != JV_DICT)
-            FAIL(c, pos, "TypeError", "Can only get item pairs from a mapping.");
+            return poisoned(c, "TypeError", "Can only get item pairs from a mapping.");
         args none = {0};
         jv r = call_method(c, pos, v, "items", &none);
         r.u.l->flags = JL_GENERATOR;
@@ -1834,6 +1875,8 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         return jv_list(l);
     }
     case FI_unique: {
+        if (!iterable(v))
+            return poisoned(c, "TypeError", xfmt(c, "'%s' object is not iterable", jv_typename(v), NULL));
         bool cs = truthy_arg(a, 0, "case_sensitive", false);
         jv *at = arg(a, 1, "attribute");
         jlist *src = iter_list(c, pos, v);
@@ -1856,6 +1899,8 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         return jv_list(l);
     }
     case FI_map: {
+        if (jv_truthy(v) && !iterable(v))
+            return poisoned(c, "TypeError", xfmt(c, "'%s' object is not iterable", jv_typename(v), NULL));
         jlist *src = jv_truthy(v) ? iter_list(c, pos, v) : jl_new(c, 0);
         jlist *l = jl_new(c, src->n);
         l->flags = JL_GENERATOR;
@@ -1895,6 +1940,8 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
     case FI_selectattr: return select_reject(c, n, v, a, true, true);
     case FI_rejectattr: return select_reject(c, n, v, a, true, false);
     case FI_int: {
+        if (v.t == JV_UNDEF)
+            undef_fail(c, pos, v);
         jv *def = arg(a, 0, "default");
         jv *base = arg(a, 1, "base");
         if (v.t == JV_INT)
@@ -1924,6 +1971,8 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         return def ? *def : jv_int(0);
     }
     case FI_float: {
+        if (v.t == JV_UNDEF)
+            undef_fail(c, pos, v);
         jv *def = arg(a, 0, "default");
         bool ok;
         double d = to_float(v, &ok);
@@ -1992,6 +2041,10 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         return best;
     }
     case FI_indent: {
+        if (v.t == JV_UNDEF)
+            undef_fail(c, pos, v);
+        if (v.t != JV_STR)
+            FAIL(c, pos, "TypeError", "unsupported operand type(s) for +=: '%s' and 'str'", jv_typename(v));
         jv *w = arg(a, 0, "width");
         bool first = truthy_arg(a, 1, "first", false), blank = truthy_arg(a, 2, "blank", false);
         jstr *ind;
@@ -2083,6 +2136,8 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         int64_t k = sz ? as_int(c, pos, *sz, "linecount") : 1;
         if (k <= 0)
             FAIL(c, pos, "ValueError", "batch size must be positive");
+        if (!iterable(v))
+            return poisoned(c, "TypeError", xfmt(c, "'%s' object is not iterable", jv_typename(v), NULL));
         jlist *src = iter_list(c, pos, v), *out = jl_new(c, 0), *cur = NULL;
         out->flags = JL_GENERATOR;
         for (size_t i = 0; i < src->n; i++) {
@@ -2176,22 +2231,20 @@ static bool apply_test(jctx *c, uint32_t pos, int id, const char *name, jv v, ar
     case TE_mapping: return v.t == JV_DICT;
     case TE_iterable: return v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF;
     case TE_sequence:
-        return v.t == JV_STR || (v.t == JV_LIST && !(v.u.l->flags & (JL_GENERATOR | JL_ITEMS | JL_KEYS | JL_VALUES))) ||
+        return v.t == JV_STR || v.t == JV_UNDEF || (v.t == JV_LIST && !(v.u.l->flags & (JL_GENERATOR | JL_ITEMS | JL_KEYS | JL_VALUES))) ||
                v.t == JV_DICT;
-    case TE_callable: return v.t == JV_MACRO || v.t == JV_BUILTIN || v.t == JV_BOUND || v.t == JV_CYCLER;
+    case TE_callable: return v.t == JV_UNDEF || v.t == JV_MACRO || v.t == JV_BUILTIN || v.t == JV_BOUND || v.t == JV_CYCLER;
     case TE_escaped: return false;
     case TE_lower:
     case TE_upper: {
-        if (v.t != JV_STR)
-            return false;
         args none = {0};
-        return jv_truthy(call_method(c, pos, v, id == TE_lower ? "islower" : "isupper", &none));
+        return jv_truthy(call_method(c, pos, jv_str(jv_to_str(c, v)), id == TE_lower ? "islower" : "isupper", &none));
     }
     case TE_even:
-    case TE_odd:
-        if (v.t != JV_INT && v.t != JV_BOOL)
-            FAIL(c, pos, "TypeError", "test '%s' needs an integer", name);
-        return ((inum(v) % 2) != 0) == (id == TE_odd);
+    case TE_odd: {
+        jv r = arith(c, pos, OP_MOD, v, jv_int(2));
+        return jv_equal(r, jv_int(id == TE_odd ? 1 : 0));
+    }
     case TE_divisibleby: {
         if (!x)
             FAIL(c, pos, "TypeError", "divisibleby needs an argument");

@@ -69,6 +69,7 @@ struct jlist {
     size_t n, cap;
     unsigned flags;
     jv *v;
+    const char *poison_kind, *poison; /* a lazy generator that raises when consumed */
 };
 
 struct jdict {

@@ -564,8 +564,15 @@ static jnode *parse_filter(parser *p, jnode *subject, bool start_inline)
     tok *t = cur(p);
     const char *name = expect_name(p);
     while (is_op(cur(p), '.')) {
+        /* dotted filter names exist in jinja2; none of ours has a dot */
         p->i++;
-        expect_name(p);
+        const char *part = expect_name(p);
+        size_t l1 = strlen(name), l2 = strlen(part);
+        char *full = palloc(p, l1 + l2 + 2);
+        memcpy(full, name, l1);
+        full[l1] = '.';
+        memcpy(full + l1 + 1, part, l2 + 1);
+        name = full;
     }
     int id = lookup(filter_names, name);
     if (id < 0 && !p->soft)

@@ -572,7 +572,10 @@ static void write_any(jctx *c, jbuf *b, jv v, bool repr, int depth)
     if (depth > 200)
         jx_fail(c, 0, "RecursionError", "value nested too deeply");
     switch (v.t) {
-    case JV_UNDEF: return;
+    case JV_UNDEF:
+        if (repr)
+            jb_puts(c, b, "Undefined");
+        return;
     case JV_NONE: jb_puts(c, b, "None"); return;
     case JV_BOOL: jb_puts(c, b, v.u.b ? "True" : "False"); return;
     case JV_INT: write_int(c, b, v.u.i); return;
