@@ -398,7 +398,7 @@ static jv slice_val(jctx *c, uint32_t pos, jv obj, jv *st, jv *sp, jv *se)
     }
     if (obj.t == JV_LIST) {
         jlist *r = jl_new(c, 0);
-        r->flags = obj.u.l->flags & (JL_TUPLE | JL_RANGE);
+        r->flags = obj.u.l->flags & JL_TUPLE;
         for (int64_t i = a; step > 0 ? i < b : i > b; i += step)
             jl_push(c, r, obj.u.l->v[i]);
         return jv_list(r);
@@ -2188,6 +2188,10 @@ static jv apply_filter(jctx *c, const jnode *n, jv v, args *a, jframe *f)
         int64_t length = ln ? as_int(c, pos, *ln, "length") : 255;
         int64_t leeway = lee ? as_int(c, pos, *lee, "leeway") : 5;
         jstr *e = end ? jv_to_str(c, *end) : js_cstr(c, "...");
+        if (length < (int64_t)jstr_cplen(e))
+            FAIL(c, pos, "AssertionError", "expected length >= %zu, got %lld", jstr_cplen(e), (long long)length);
+        if (leeway < 0)
+            FAIL(c, pos, "AssertionError", "expected leeway >= 0, got %lld", (long long)leeway);
         size_t ncp;
         size_t *off = cp_offsets(c, s, &ncp);
         if ((int64_t)ncp <= length + leeway)
@@ -2392,6 +2396,7 @@ static jv call_builtin(jctx *c, uint32_t pos, int id, args *a)
         for (int64_t i = 0; i < (int64_t)cnt; i++)
             jl_push(c, l, jv_int(st + i * step));
         l->flags = JL_RANGE;
+        l->range_stop = sp;
         return jv_list(l);
     }
     case B_NAMESPACE:

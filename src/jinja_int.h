@@ -70,6 +70,7 @@ struct jlist {
     unsigned flags;
     jv *v;
     const char *poison_kind, *poison; /* a lazy generator that raises when consumed */
+    int64_t range_stop;               /* JL_RANGE: the stop it was created with */
 };
 
 struct jdict {

@@ -594,7 +594,7 @@ static void write_any(jctx *c, jbuf *b, jv v, bool repr, int depth)
         if (v.u.l->flags & JL_RANGE) {
             jlist *l = v.u.l;
             int64_t st = l->n ? l->v[0].u.i : 0, step = l->n > 1 ? l->v[1].u.i - l->v[0].u.i : 1;
-            int64_t stop = l->n ? l->v[l->n - 1].u.i + step : 0;
+            int64_t stop = l->range_stop;
             char tmp[96];
             if (step == 1)
                 snprintf(tmp, sizeof tmp, "range(%lld, %lld)", (long long)st, (long long)stop);
