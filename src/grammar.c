@@ -636,7 +636,7 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
 {
     grammar *g = NULL;
     uint8_t *nullable = NULL, *color = NULL;
-    uint32_t *stk = NULL, *iter = NULL;
+    uint32_t *stk = NULL, *iter = NULL, *ipos = NULL;
     if (!b) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -667,7 +667,8 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
     color = calloc(nr, 1);
     stk = malloc(nr * sizeof *stk);
     iter = malloc(nr * sizeof *iter);
-    if (!nullable || !color || !stk || !iter) {
+    ipos = malloc(nr * sizeof *ipos);
+    if (!nullable || !color || !stk || !iter || !ipos) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -691,39 +692,37 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
         }
     }
     /* Left recursion: a cycle in "r can start with s" (after a nullable prefix). Iterative
-     * DFS; iter[r] walks the flattened (alt, position) pairs of r lazily. */
+     * DFS; each rule on the stack keeps a cursor (alternative iter[r], position ipos[r]) so
+     * that every left edge is looked at once. */
     for (size_t s0 = 0; s0 < nr; s0++) {
         if (color[s0])
             continue;
         size_t sp = 0;
         stk[sp++] = (uint32_t)s0;
         color[s0] = 1;
-        /* iter encodes the current alt in the high part via a side walk */
-        iter[s0] = 0;
+        iter[s0] = b->rules[s0].first_alt;
+        ipos[s0] = 0;
         while (sp) {
             uint32_t r = stk[sp - 1];
-            /* find the iter[r]-th left-edge of r */
-            uint32_t k = 0, target = UINT32_MAX;
-            for (uint32_t a = b->rules[r].first_alt; a != UINT32_MAX && target == UINT32_MAX;
-                 a = b->alts[a].next) {
-                for (uint32_t i = 0; i < b->alts[a].len; i++) {
-                    grammar_elem e = b->seq[b->alts[a].off + i];
-                    if (!IS_RULE(e))
-                        break;
-                    if (k++ == iter[r]) {
+            uint32_t target = UINT32_MAX;
+            while (iter[r] != UINT32_MAX && target == UINT32_MAX) {
+                const balt *al = &b->alts[iter[r]];
+                if (ipos[r] < al->len) {
+                    grammar_elem e = b->seq[al->off + ipos[r]];
+                    if (IS_RULE(e)) {
                         target = e & ~GE_RULE;
-                        break;
+                        ipos[r] = nullable[target] ? ipos[r] + 1 : al->len;
+                        continue;
                     }
-                    if (!nullable[e & ~GE_RULE])
-                        break;
                 }
+                iter[r] = al->next;
+                ipos[r] = 0;
             }
             if (target == UINT32_MAX) {
                 color[r] = 2;
                 sp--;
                 continue;
             }
-            iter[r]++;
             if (color[target] == 1) {
                 snprintf(err, errlen, "rule '%s' is left-recursive (through '%s')",
                          b->rules[target].name, b->rules[r].name);
@@ -731,7 +730,8 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
             }
             if (color[target] == 0) {
                 color[target] = 1;
-                iter[target] = 0;
+                iter[target] = b->rules[target].first_alt;
+                ipos[target] = 0;
                 stk[sp++] = target;
             }
         }
@@ -771,6 +771,7 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
     free(color);
     free(stk);
     free(iter);
+    free(ipos);
     gb_free(b);
     return g;
 oom:
@@ -781,6 +782,7 @@ fail:
     free(color);
     free(stk);
     free(iter);
+    free(ipos);
     gb_free(b);
     return NULL;
 }
