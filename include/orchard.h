@@ -199,10 +199,19 @@ ORC_API void orc_detok_stream_free(orc_detok_stream *s);
 
 typedef struct orc_context orc_context;
 
+/* How the KV cache stores keys and values. Q8_0 halves the cache's memory. */
+typedef enum orc_kv_type {
+    ORC_KV_F16 = 0,     /* default, as llama.cpp */
+    ORC_KV_Q8_0 = 1     /* 8-bit blocks of 32 with an f16 scale; needs KV width % 32 == 0 */
+} orc_kv_type;
+
 typedef struct orc_context_params {
-    int32_t n_ctx;      /* context window in tokens; 0 = training length capped at 4096 */
+    int32_t n_ctx;      /* positions per sequence; 0 = training length capped at 4096 and
+                           at what fits in half the available RAM (logged at info level) */
     int32_t n_batch;    /* most tokens evaluated in one pass (default 512) */
     int32_t n_threads;  /* 0 = the model's setting */
+    int32_t n_seq;      /* independent sequences in the cache (default 1) */
+    orc_kv_type kv_type;
 } orc_context_params;
 
 ORC_API orc_context_params orc_context_default_params(void);
@@ -222,10 +231,61 @@ ORC_API orc_status orc_eval(orc_context *ctx, const orc_token *tokens, int32_t n
 /* Logits (n_vocab floats) of position i of the last orc_eval; i = -1 is the last one.
  * NULL when not kept. Valid until the next orc_eval. */
 ORC_API const float *orc_context_logits(const orc_context *ctx, int32_t i);
-/* Number of tokens in the cache; drop all or keep only the first n (prefix reuse). */
+/* Number of tokens in sequence 0; drop every sequence, or keep only the first n tokens
+ * of sequence 0 (prefix reuse). */
 ORC_API int32_t orc_context_n_past(const orc_context *ctx);
 ORC_API void orc_context_clear(orc_context *ctx);
 ORC_API orc_status orc_context_truncate(orc_context *ctx, int32_t n);
+
+/* Bytes the KV cache occupies (all sequences), and per token of one sequence. */
+ORC_API uint64_t orc_context_kv_bytes(const orc_context *ctx);
+ORC_API uint64_t orc_context_kv_bytes_per_token(const orc_context *ctx);
+ORC_API int32_t orc_context_n_seq(const orc_context *ctx);
+
+/* ---- Sequences: several independent conversations in one context ------------------ */
+
+typedef int32_t orc_seq;
+
+typedef struct orc_batch_token {
+    orc_token token;
+    orc_seq seq;        /* appended at the end of this sequence */
+    bool logits;        /* keep the logits after this token */
+} orc_batch_token;
+
+/* Evaluate a batch that may mix sequences: each token is appended to its sequence in
+ * batch order, and all of them go through the weights together. Logits of flagged tokens
+ * are read with orc_context_logits(ctx, i), i the index in the batch. Fails with
+ * ORC_ERR_CONTEXT_FULL (changing nothing) when a sequence would overflow. */
+ORC_API orc_status orc_eval_batch(orc_context *ctx, const orc_batch_token *batch, int32_t n);
+
+ORC_API int32_t orc_seq_n_past(const orc_context *ctx, orc_seq seq);
+/* Logits after the last token of seq, if that token was evaluated with logits (or the
+ * sequence was restored from a state that had them); NULL otherwise. */
+ORC_API const float *orc_seq_logits(const orc_context *ctx, orc_seq seq);
+ORC_API orc_status orc_seq_clear(orc_context *ctx, orc_seq seq);
+/* Keep the first n tokens. On models with sliding-window layers this fails with
+ * ORC_ERR_UNSUPPORTED when the window before position n was already overwritten. */
+ORC_API orc_status orc_seq_truncate(orc_context *ctx, orc_seq seq, int32_t n);
+/* dst becomes a copy of src (cache contents, length and logits). */
+ORC_API orc_status orc_seq_copy(orc_context *ctx, orc_seq src, orc_seq dst);
+/* Context shifting: remove positions [p0, p0 + n_discard) and move the later tokens back,
+ * re-rotating their keys, so generation can continue past a full window. */
+ORC_API orc_status orc_seq_shift(orc_context *ctx, orc_seq seq, int32_t p0, int32_t n_discard);
+
+/* ---- Sequence state: save and restore a sequence's KV cache ------------------------ */
+
+/* Serialize seq (versioned, checksummed, tied to the model's shape and the KV type) into
+ * a buffer the caller releases with orc_free. */
+ORC_API orc_status orc_seq_state_save(const orc_context *ctx, orc_seq seq, void **data,
+                                      size_t *size);
+/* Replace seq with a saved state. A truncated, corrupted or foreign state is rejected
+ * with ORC_ERR_FORMAT and changes nothing. */
+ORC_API orc_status orc_seq_state_load(orc_context *ctx, orc_seq seq, const void *data,
+                                      size_t size);
+ORC_API orc_status orc_seq_state_save_file(const orc_context *ctx, orc_seq seq, const char *path);
+ORC_API orc_status orc_seq_state_load_file(orc_context *ctx, orc_seq seq, const char *path);
+/* Releases memory the library handed to the caller. */
+ORC_API void orc_free(void *p);
 
 /* ---- Sampling ------------------------------------------------------------------ */
 

@@ -1,7 +1,9 @@
-/* context.c - an evaluation context: the F16 KV cache, scratch buffers sized once for
- * a batch, and the transformer forward pass every supported family shares (the family's
- * orc_arch flags switch on biases, Q/K norms, post-norms, soft-capping, sliding windows
- * and mixture-of-experts FFNs). Matrix products go through quant.h on the thread pool. */
+/* context.c - an evaluation context: the KV cache (F16 or Q8_0, per sequence, with
+ * sliding-window layers kept as rings of the window only and cross-layer sharing),
+ * scratch buffers sized once for a batch, and the transformer forward pass every
+ * supported family shares (the family's orc_arch flags switch on biases, Q/K norms,
+ * post-norms, soft-capping, sliding windows and mixture-of-experts FFNs). Matrix products
+ * go through quant.h on the thread pool. Sequence state save/restore lives here too. */
 #include "model.h"
 
 #include "dtype.h"
@@ -9,19 +11,42 @@
 #include "threadpool.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
+/* Below this many multiply-adds a product is not worth splitting across threads. */
+#define MIN_PARALLEL_MACS (64.0 * 1024)
+#define QK8 32
+
+typedef struct {
+    int32_t n_past;
+    int32_t ring_lo;      /* ring layers hold no position below this */
+    bool has_logits;
+} seq_state;
+
+/* One layer's own cache: rows of kv width, (n_seq, cells) of them. */
+typedef struct {
+    uint8_t *k, *v;
+    int32_t cells;        /* n_ctx, or the ring size for sliding-window layers */
+    bool ring;
+} kv_layer;
+
 struct orc_context {
     orc_model *m;
     tp_pool *tp;
-    int32_t n_ctx, n_batch, n_past;
+    int32_t n_ctx, n_batch, n_seq, n_threads;
+    orc_kv_type kv_type;
     int32_t kv_dim_k, kv_dim_v;
-    uint16_t *kc, *vc;          /* (n_layer, n_ctx, kv_dim) F16 */
+    size_t row_k, row_v;        /* bytes of one cached K / V row */
+    kv_layer *kv;               /* per layer; sharing layers alias their source */
+    seq_state *seqs;
+    float *seq_logits;          /* (n_seq, n_vocab) */
     float *inv_freq_global;     /* (n_rot/2) */
     float *inv_freq_local;      /* (n_rot/2) */
     /* scratch, (n_batch, width) each */
@@ -29,13 +54,15 @@ struct orc_context {
     float *moe_in, *moe_out, *router;   /* MoE gather/scatter buffers */
     int32_t *moe_sel, *moe_rows;
     float *moe_w;
+    int32_t *tok_seq, *tok_pos;         /* (n_batch) */
     void *act;
     size_t act_row_max;
-    float *scores;              /* (n_threads, n_ctx) */
-    float *logits;              /* (n_logits, n_vocab) */
-    size_t logits_cap;
-    int32_t n_logits;
-    bool logits_all;
+    float *scores;              /* (n_threads, group, n_ctx) */
+    float *kvtmp;               /* (n_threads, 2 * max head dim + 2 blocks) */
+    float *logits;              /* (rows, n_vocab) */
+    int32_t *logit_row;         /* batch index -> row, or -1 */
+    size_t logits_cap, logit_row_cap;
+    int32_t n_logits, n_batch_last, last_row;
 };
 
 /* ---- small vector helpers ---- */
@@ -61,7 +88,7 @@ static float silu(float x)
     return x / (1.0f + expf(-x));
 }
 
-/* F16 -> F32 for n values, with F16C when the CPU has it. */
+/* F16 <-> F32 for n values, with F16C when the CPU has it. */
 #if defined(__x86_64__)
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst, int n)
 {
@@ -80,14 +107,53 @@ __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *src
     for (; i < n; i++)
         dst[i] = orc_f32_to_f16(src[i]);
 }
+
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_hadd_ps(s, s);
+    s = _mm_hadd_ps(s, s);
+    float r = _mm_cvtss_f32(s);
+    for (; i < n; i++)
+        r += a[i] * b[i];
+    return r;
+}
+
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float a, const float *x, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
 #endif
 
-static int has_f16c = -1;
+static int cpu_f16c = -1, cpu_avx2 = -1;
+
+static void detect_cpu(void)
+{
+    if (cpu_f16c >= 0)
+        return;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    cpu_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    cpu_f16c = 0;
+    cpu_avx2 = 0;
+#endif
+}
 
 static void f16_to_f32(const uint16_t *src, float *dst, int n)
 {
 #if defined(__x86_64__)
-    if (has_f16c) {
+    if (cpu_f16c) {
         f16_to_f32_f16c(src, dst, n);
         return;
     }
@@ -99,7 +165,7 @@ static void f16_to_f32(const uint16_t *src, float *dst, int n)
 static void f32_to_f16(const float *src, uint16_t *dst, int n)
 {
 #if defined(__x86_64__)
-    if (has_f16c) {
+    if (cpu_f16c) {
         f32_to_f16_f16c(src, dst, n);
         return;
     }
@@ -108,10 +174,73 @@ static void f32_to_f16(const float *src, uint16_t *dst, int n)
         dst[i] = orc_f32_to_f16(src[i]);
 }
 
-/* ---- matrix products on the thread pool ---- */
+static float dot(const float *a, const float *b, int n)
+{
+#if defined(__x86_64__)
+    if (cpu_avx2)
+        return dot_avx2(a, b, n);
+#endif
+    float r = 0.0f;
+    for (int i = 0; i < n; i++)
+        r += a[i] * b[i];
+    return r;
+}
 
-/* Below this many multiply-adds a product is not worth splitting across threads. */
-#define MIN_PARALLEL_MACS (64.0 * 1024)
+static void axpy(float *y, float a, const float *x, int n)
+{
+#if defined(__x86_64__)
+    if (cpu_avx2) {
+        axpy_avx2(y, a, x, n);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+/* ---- KV rows: store and load in the cache's element type ---- */
+
+static size_t kv_row_bytes(orc_kv_type t, int n)
+{
+    return t == ORC_KV_Q8_0 ? (size_t)(n / QK8) * 34 : (size_t)n * 2;
+}
+
+static void kv_store(orc_kv_type t, const float *x, uint8_t *dst, int n)
+{
+    if (t == ORC_KV_F16)
+        f32_to_f16(x, (uint16_t *)dst, n);
+    else
+        orc_quantize_row(ORC_DT_Q8_0, x, dst, n);
+}
+
+/* Elements [off, off + len) of a cached row of width n into out; tmp holds two blocks. */
+static void kv_load(orc_kv_type t, const uint8_t *row, int off, int len, float *out, float *tmp)
+{
+    if (t == ORC_KV_F16) {
+        f16_to_f32((const uint16_t *)row + off, out, len);
+        return;
+    }
+    int b0 = off / QK8, b1 = (off + len + QK8 - 1) / QK8;
+    if (off % QK8 == 0 && len % QK8 == 0) {
+        orc_dequant_row(ORC_DT_Q8_0, row + (size_t)b0 * 34, out, len);
+        return;
+    }
+    for (int b = b0; b < b1; b++) {
+        orc_dequant_row(ORC_DT_Q8_0, row + (size_t)b * 34, tmp, QK8);
+        int lo = b * QK8 > off ? b * QK8 : off, hi = (b + 1) * QK8 < off + len ? (b + 1) * QK8 : off + len;
+        memcpy(out + (lo - off), tmp + (lo - b * QK8), (size_t)(hi - lo) * sizeof(float));
+    }
+}
+
+static uint8_t *kv_cell(const orc_context *c, int layer, bool is_v, int seq, int pos)
+{
+    const kv_layer *L = &c->kv[layer];
+    size_t row = is_v ? c->row_v : c->row_k;
+    size_t cell = (size_t)seq * L->cells + (size_t)(pos % L->cells);
+    return (is_v ? L->v : L->k) + cell * row;
+}
+
+/* ---- matrix products on the thread pool ---- */
 
 typedef struct {
     const gguf_tensor *w;
@@ -182,11 +311,13 @@ static void matmul(orc_context *c, const gguf_tensor *w, int expert, const float
 
 typedef struct {
     orc_context *c;
-    int layer;
+    int layer;      /* whose cache is read */
     int n_tok;
     bool sliding;
 } attn_job;
 
+/* One task is (token, KV head): each cached K/V row is loaded once for the whole group of
+ * query heads that share it. */
 static void attn_worker(void *arg, int ith, int nth)
 {
     attn_job *j = arg;
@@ -194,46 +325,50 @@ static void attn_worker(void *arg, int ith, int nth)
     const orc_hparams *hp = &c->m->hp;
     int hdk = hp->head_dim_k, hdv = hp->head_dim_v;
     int group = hp->n_head / hp->n_head_kv;
-    float *scores = c->scores + (size_t)ith * c->n_ctx;
-    float kbuf[1024], vbuf[1024];
-    const uint16_t *kc = c->kc + (size_t)j->layer * c->n_ctx * c->kv_dim_k;
-    const uint16_t *vc = c->vc + (size_t)j->layer * c->n_ctx * c->kv_dim_v;
+    float *scores = c->scores + (size_t)ith * group * c->n_ctx;
+    float *kbuf = c->kvtmp + (size_t)ith * (hdk + hdv + 2 * QK8);
+    float *vbuf = kbuf + hdk, *blk = vbuf + hdv;
     long lo, hi;
-    tp_split((long)j->n_tok * hp->n_head, ith, nth, 1, &lo, &hi);
+    tp_split((long)j->n_tok * hp->n_head_kv, ith, nth, 1, &lo, &hi);
     for (long task = lo; task < hi; task++) {
-        int t = (int)(task / hp->n_head), h = (int)(task % hp->n_head);
-        int kvh = h / group;
-        int pos = c->n_past + t;
+        int t = (int)(task / hp->n_head_kv), kvh = (int)(task % hp->n_head_kv);
+        int seq = c->tok_seq[t], pos = c->tok_pos[t];
         int start = 0;
         if (j->sliding && hp->sliding_window > 0 && pos - hp->sliding_window + 1 > 0)
             start = pos - hp->sliding_window + 1;
-        const float *q = c->q + (size_t)t * hp->n_head * hdk + (size_t)h * hdk;
-        float maxs = -INFINITY;
+        int span = pos - start + 1;
+        const float *q0 = c->q + (size_t)t * hp->n_head * hdk + (size_t)kvh * group * hdk;
         for (int p = start; p <= pos; p++) {
-            f16_to_f32(kc + (size_t)p * c->kv_dim_k + (size_t)kvh * hdk, kbuf, hdk);
-            float s = 0.0f;
-            for (int d = 0; d < hdk; d++)
-                s += q[d] * kbuf[d];
-            s *= hp->attn_scale;
-            if (hp->attn_softcap > 0.0f)
-                s = tanhf(s / hp->attn_softcap) * hp->attn_softcap;
-            scores[p] = s;
-            if (s > maxs)
-                maxs = s;
+            kv_load(c->kv_type, kv_cell(c, j->layer, false, seq, p), kvh * hdk, hdk, kbuf, blk);
+            for (int g = 0; g < group; g++) {
+                float s = dot(q0 + (size_t)g * hdk, kbuf, hdk) * hp->attn_scale;
+                if (hp->attn_softcap > 0.0f)
+                    s = tanhf(s / hp->attn_softcap) * hp->attn_softcap;
+                scores[(size_t)g * c->n_ctx + (p - start)] = s;
+            }
         }
-        double sum = 0.0;
-        for (int p = start; p <= pos; p++) {
-            scores[p] = expf(scores[p] - maxs);
-            sum += scores[p];
+        for (int g = 0; g < group; g++) {
+            float *sc = scores + (size_t)g * c->n_ctx;
+            float mx = -INFINITY;
+            for (int i = 0; i < span; i++)
+                mx = sc[i] > mx ? sc[i] : mx;
+            double sum = 0.0;
+            for (int i = 0; i < span; i++) {
+                sc[i] = expf(sc[i] - mx);
+                sum += sc[i];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int i = 0; i < span; i++)
+                sc[i] *= inv;
+            float *out = c->att + (size_t)t * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
+            memset(out, 0, (size_t)hdv * sizeof(float));
         }
-        float inv = (float)(1.0 / sum);
-        float *out = c->att + (size_t)t * hp->n_head * hdv + (size_t)h * hdv;
-        memset(out, 0, (size_t)hdv * sizeof(float));
         for (int p = start; p <= pos; p++) {
-            f16_to_f32(vc + (size_t)p * c->kv_dim_v + (size_t)kvh * hdv, vbuf, hdv);
-            float w = scores[p] * inv;
-            for (int d = 0; d < hdv; d++)
-                out[d] += w * vbuf[d];
+            kv_load(c->kv_type, kv_cell(c, j->layer, true, seq, p), kvh * hdv, hdv, vbuf, blk);
+            for (int g = 0; g < group; g++) {
+                float *out = c->att + (size_t)t * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
+                axpy(out, scores[(size_t)g * c->n_ctx + (p - start)], vbuf, hdv);
+            }
         }
     }
 }
@@ -269,18 +404,24 @@ static void init_inv_freq(float *f, const orc_hparams *hp, float base, float fre
     }
 }
 
+static const float *layer_inv_freq(const orc_context *c, const orc_layer *l)
+{
+    return (l->sliding && c->m->arch->swa_period > 0) ? c->inv_freq_local : c->inv_freq_global;
+}
+
 /* ---- context lifetime ---- */
 
 orc_context_params orc_context_default_params(void)
 {
-    orc_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0};
+    orc_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .n_seq = 1,
+                            .kv_type = ORC_KV_F16};
     return p;
 }
 
 static void *xcalloc(size_t n, size_t sz, bool *ok)
 {
     size_t bytes;
-    if (!orc_mul_ok(n ? n : 1, sz, &bytes)) {
+    if (!orc_mul_ok(n ? n : 1, sz ? sz : 1, &bytes)) {
         *ok = false;
         return NULL;
     }
@@ -290,6 +431,17 @@ static void *xcalloc(size_t n, size_t sz, bool *ok)
     return p;
 }
 
+/* KV bytes one position of one sequence needs over all layers with their own cache
+ * (ring layers counted at full size: an upper bound for sizing). */
+static uint64_t kv_bytes_per_pos(const orc_model *m, size_t row_k, size_t row_v)
+{
+    uint64_t b = 0;
+    for (int l = 0; l < m->hp.n_layer; l++)
+        if (m->layers[l].kv_source < 0)
+            b += row_k + row_v;
+    return b;
+}
+
 orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_context **out)
 {
     if (!m || !out)
@@ -297,54 +449,89 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
     *out = NULL;
     orc_context_params p = params ? *params : orc_context_default_params();
     const orc_hparams *hp = &m->hp;
-    if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0)
-        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "context parameters must not be negative");
-    if (has_f16c < 0) {
-#if defined(__x86_64__)
-        __builtin_cpu_init();
-        has_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-#else
-        has_f16c = 0;
-#endif
-    }
+    if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0 || p.n_seq < 0 || p.n_seq > 256)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "invalid context parameters (n_seq must be 0..256, "
+                        "the others not negative)");
+    if (p.kv_type != ORC_KV_F16 && p.kv_type != ORC_KV_Q8_0)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "unknown KV cache type %d", (int)p.kv_type);
+    int kv_dim_k = hp->n_head_kv * hp->head_dim_k, kv_dim_v = hp->n_head_kv * hp->head_dim_v;
+    if (p.kv_type == ORC_KV_Q8_0 && (kv_dim_k % QK8 || kv_dim_v % QK8))
+        return orc_fail(ORC_ERR_UNSUPPORTED, "a Q8_0 KV cache needs KV widths that are multiples of 32 "
+                        "(this model has %d and %d)", kv_dim_k, kv_dim_v);
+    if (hp->head_dim_k > 1024 || hp->head_dim_v > 1024)
+        return orc_fail(ORC_ERR_UNSUPPORTED, "head dimension above 1024 is not supported");
+    detect_cpu();
     orc_context *c = calloc(1, sizeof *c);
     if (!c)
         return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
     c->m = m;
-    c->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    c->kv_type = p.kv_type;
+    c->n_seq = p.n_seq > 0 ? p.n_seq : 1;
+    c->kv_dim_k = kv_dim_k;
+    c->kv_dim_v = kv_dim_v;
+    c->row_k = kv_row_bytes(p.kv_type, kv_dim_k);
+    c->row_v = kv_row_bytes(p.kv_type, kv_dim_v);
+    uint64_t per_pos = kv_bytes_per_pos(m, c->row_k, c->row_v) * (uint64_t)c->n_seq;
+    if (p.n_ctx > 0) {
+        c->n_ctx = p.n_ctx;
+    } else {
+        c->n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+        long pages = sysconf(_SC_AVPHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && psize > 0 && per_pos > 0) {
+            uint64_t fit = (uint64_t)pages * (uint64_t)psize / 2 / per_pos;
+            if (fit < (uint64_t)c->n_ctx) {
+                c->n_ctx = fit > 256 ? (int32_t)fit : 256;
+                orc_log(ORC_LOG_WARN, "context: %d tokens chosen (training length %d) so the KV cache "
+                        "fits in half the available memory", c->n_ctx, hp->n_ctx_train);
+            }
+        }
+    }
     if (c->n_ctx > (1 << 24)) {
-        int32_t n_ctx = c->n_ctx;
         free(c);
-        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "context size %d is too large", n_ctx);
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "context size %d is too large", p.n_ctx);
     }
     c->n_batch = p.n_batch > 0 ? p.n_batch : 512;
-    if (c->n_batch > c->n_ctx)
-        c->n_batch = c->n_ctx;
+    if (c->n_batch > c->n_ctx * c->n_seq)
+        c->n_batch = c->n_ctx * c->n_seq;
     int nt = p.n_threads > 0 ? p.n_threads : m->n_threads;
-    c->kv_dim_k = hp->n_head_kv * hp->head_dim_k;
-    c->kv_dim_v = hp->n_head_kv * hp->head_dim_v;
-    if (hp->head_dim_k > 1024 || hp->head_dim_v > 1024) {
-        free(c);
-        return orc_fail(ORC_ERR_UNSUPPORTED, "head dimension above 1024 is not supported");
-    }
+    c->n_threads = nt;
 
     size_t B = (size_t)c->n_batch, E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
     size_t qd = (size_t)hp->n_head * hp->head_dim_k, od = (size_t)hp->n_head * hp->head_dim_v;
-    size_t kv_cells = (size_t)hp->n_layer * (size_t)c->n_ctx;
     bool ok = true;
-    c->kc = xcalloc(kv_cells, (size_t)c->kv_dim_k * 2, &ok);
-    c->vc = xcalloc(kv_cells, (size_t)c->kv_dim_v * 2, &ok);
+    c->kv = xcalloc((size_t)hp->n_layer, sizeof *c->kv, &ok);
+    c->seqs = xcalloc((size_t)c->n_seq, sizeof *c->seqs, &ok);
+    c->seq_logits = xcalloc((size_t)c->n_seq * (size_t)hp->n_vocab, sizeof(float), &ok);
+    for (int l = 0; ok && l < hp->n_layer; l++) {
+        const orc_layer *ly = &m->layers[l];
+        if (ly->kv_source >= 0) {
+            c->kv[l] = c->kv[ly->kv_source];
+            continue;
+        }
+        kv_layer *L = &c->kv[l];
+        L->cells = c->n_ctx;
+        if (ly->sliding && hp->sliding_window > 0 &&
+            (int64_t)hp->sliding_window + c->n_batch < c->n_ctx) {
+            L->cells = hp->sliding_window + c->n_batch;
+            L->ring = true;
+        }
+        size_t rows = (size_t)c->n_seq * (size_t)L->cells;
+        L->k = xcalloc(rows, c->row_k, &ok);
+        L->v = xcalloc(rows, c->row_v, &ok);
+    }
     c->inv_freq_global = xcalloc((size_t)hp->n_rot / 2, sizeof(float), &ok);
     c->inv_freq_local = xcalloc((size_t)hp->n_rot / 2, sizeof(float), &ok);
     c->x = xcalloc(B * E, sizeof(float), &ok);
     c->xn = xcalloc(B * E, sizeof(float), &ok);
     c->q = xcalloc(B * qd, sizeof(float), &ok);
-    c->k = xcalloc(B * (size_t)c->kv_dim_k, sizeof(float), &ok);
-    c->v = xcalloc(B * (size_t)c->kv_dim_v, sizeof(float), &ok);
+    c->k = xcalloc(B * (size_t)kv_dim_k, sizeof(float), &ok);
+    c->v = xcalloc(B * (size_t)kv_dim_v, sizeof(float), &ok);
     c->att = xcalloc(B * od, sizeof(float), &ok);
     c->tmp = xcalloc(B * E, sizeof(float), &ok);
     c->ffa = xcalloc(B * F, sizeof(float), &ok);
     c->ffb = xcalloc(B * F, sizeof(float), &ok);
+    c->tok_seq = xcalloc(B, sizeof(int32_t), &ok);
+    c->tok_pos = xcalloc(B, sizeof(int32_t), &ok);
     if (m->arch->moe) {
         size_t X = (size_t)hp->n_expert, K = (size_t)hp->n_expert_used;
         c->moe_in = xcalloc(B * E, sizeof(float), &ok);
@@ -354,7 +541,9 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
         c->moe_w = xcalloc(B * K, sizeof(float), &ok);
         c->moe_rows = xcalloc(B, sizeof(int32_t), &ok);
     }
-    c->scores = xcalloc((size_t)nt * (size_t)c->n_ctx, sizeof(float), &ok);
+    int group = hp->n_head / hp->n_head_kv;
+    c->scores = xcalloc((size_t)nt * (size_t)group * (size_t)c->n_ctx, sizeof(float), &ok);
+    c->kvtmp = xcalloc((size_t)nt, (size_t)(hp->head_dim_k + hp->head_dim_v + 2 * QK8) * sizeof(float), &ok);
     /* the activation buffer must hold a batch converted for any weight in the model */
     size_t widest = E > F ? E : F;
     if (od > widest)
@@ -372,15 +561,18 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
     c->act = xcalloc(B, c->act_row_max, &ok);
     c->tp = ok ? tp_new(nt) : NULL;
     if (!ok || !c->tp) {
+        uint64_t mb = per_pos * (uint64_t)c->n_ctx >> 20;
+        int32_t n_ctx = c->n_ctx;
         orc_context_free(c);
-        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory for a %d-token context (%zu MB KV cache)",
-                        p.n_ctx > 0 ? p.n_ctx : c->n_ctx,
-                        kv_cells * (size_t)(c->kv_dim_k + c->kv_dim_v) * 2 >> 20);
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory for a %d-token context (%llu MB KV cache)",
+                        n_ctx, (unsigned long long)mb);
     }
     init_inv_freq(c->inv_freq_global, hp, hp->rope_base, hp->rope_freq_scale);
     init_inv_freq(c->inv_freq_local, hp, hp->rope_base_local, 1.0f);
-    orc_log(ORC_LOG_INFO, "context: %d tokens, KV cache %zu MB (f16), batch %d, %d threads", c->n_ctx,
-            kv_cells * (size_t)(c->kv_dim_k + c->kv_dim_v) * 2 >> 20, c->n_batch, nt);
+    orc_log(ORC_LOG_INFO, "context: %d tokens x %d sequences (training length %d), KV cache %.1f MB (%s), "
+            "batch %d, %d threads", c->n_ctx, c->n_seq, hp->n_ctx_train,
+            (double)orc_context_kv_bytes(c) / 1048576.0, c->kv_type == ORC_KV_F16 ? "f16" : "q8_0",
+            c->n_batch, nt);
     *out = c;
     return ORC_OK;
 }
@@ -390,30 +582,39 @@ void orc_context_free(orc_context *c)
     if (!c)
         return;
     tp_free(c->tp);
-    void *bufs[] = {c->kc, c->vc, c->inv_freq_global, c->inv_freq_local, c->x, c->xn, c->q, c->k,
-                    c->v, c->att, c->tmp, c->ffa, c->ffb, c->moe_in, c->moe_out, c->router,
-                    c->moe_sel, c->moe_w, c->moe_rows, c->act, c->scores, c->logits};
+    if (c->kv)
+        for (int l = 0; l < c->m->hp.n_layer; l++)
+            if (c->m->layers[l].kv_source < 0) {
+                free(c->kv[l].k);
+                free(c->kv[l].v);
+            }
+    void *bufs[] = {c->kv, c->seqs, c->seq_logits, c->inv_freq_global, c->inv_freq_local, c->x,
+                    c->xn, c->q, c->k, c->v, c->att, c->tmp, c->ffa, c->ffb, c->moe_in, c->moe_out,
+                    c->router, c->moe_sel, c->moe_w, c->moe_rows, c->tok_seq, c->tok_pos, c->act,
+                    c->scores, c->kvtmp, c->logits, c->logit_row};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(c);
 }
 
 int32_t orc_context_n_ctx(const orc_context *c) { return c ? c->n_ctx : 0; }
+int32_t orc_context_n_seq(const orc_context *c) { return c ? c->n_seq : 0; }
 const orc_model *orc_context_model(const orc_context *c) { return c ? c->m : NULL; }
-int32_t orc_context_n_past(const orc_context *c) { return c ? c->n_past : 0; }
 
-void orc_context_clear(orc_context *c)
+uint64_t orc_context_kv_bytes(const orc_context *c)
 {
-    if (c)
-        c->n_past = 0;
+    if (!c)
+        return 0;
+    uint64_t b = 0;
+    for (int l = 0; l < c->m->hp.n_layer; l++)
+        if (c->m->layers[l].kv_source < 0)
+            b += (uint64_t)c->n_seq * (uint64_t)c->kv[l].cells * (c->row_k + c->row_v);
+    return b;
 }
 
-orc_status orc_context_truncate(orc_context *c, int32_t n)
+uint64_t orc_context_kv_bytes_per_token(const orc_context *c)
 {
-    if (!c || n < 0 || n > c->n_past)
-        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "cannot truncate the context to %d tokens", n);
-    c->n_past = n;
-    return ORC_OK;
+    return c ? kv_bytes_per_pos(c->m, c->row_k, c->row_v) : 0;
 }
 
 /* ---- the forward pass ---- */
@@ -480,17 +681,14 @@ static void moe_ffn(orc_context *c, const orc_layer *l, int n)
         for (int i = 0; i < cnt; i++) {
             int t = c->moe_rows[i] / K;
             float w = c->moe_w[c->moe_rows[i]];
-            float *dst = c->tmp + (size_t)t * E;
-            const float *src = c->moe_out + (size_t)i * E;
-            for (int d = 0; d < E; d++)
-                dst[d] += w * src[d];
+            axpy(c->tmp + (size_t)t * E, w, c->moe_out + (size_t)i * E, E);
         }
     }
 }
 
-/* Evaluates n <= n_batch tokens at positions n_past.. and writes logits for the rows
- * flagged in want (or none). */
-static void forward(orc_context *c, const orc_token *tok, int n, bool want_all, bool want_last,
+/* Evaluates n <= n_batch tokens whose sequences and positions are in tok_seq/tok_pos,
+ * and writes logits for the rows listed in want[0..n_want) (batch indices, ascending). */
+static void forward(orc_context *c, const orc_token *tok, int n, const int32_t *want, int n_want,
                     float *logits_out)
 {
     orc_model *m = c->m;
@@ -513,36 +711,41 @@ static void forward(orc_context *c, const orc_token *tok, int n, bool want_all, 
 
     for (int il = 0; il < hp->n_layer; il++) {
         const orc_layer *l = &m->layers[il];
+        bool own_kv = l->kv_source < 0;
         for (int t = 0; t < n; t++)
             rmsnorm(c->xn + (size_t)t * E, c->x + (size_t)t * E, fdata(l->attn_norm), E, hp->rms_eps);
         matmul(c, l->wq, -1, c->xn, E, n, c->q);
-        matmul(c, l->wk, -1, c->xn, E, n, c->k);
-        matmul(c, l->wv, -1, c->xn, E, n, c->v);
-        const float *inv_freq = (l->sliding && a->swa_period > 0) ? c->inv_freq_local : c->inv_freq_global;
+        if (own_kv) {
+            matmul(c, l->wk, -1, c->xn, E, n, c->k);
+            matmul(c, l->wv, -1, c->xn, E, n, c->v);
+        }
+        const float *inv_freq = layer_inv_freq(c, l);
         for (int t = 0; t < n; t++) {
             float *q = c->q + (size_t)t * qd, *k = c->k + (size_t)t * kd, *v = c->v + (size_t)t * vd;
-            if (l->bq) {
+            if (l->bq)
                 for (int i = 0; i < qd; i++) q[i] += fdata(l->bq)[i];
-                for (int i = 0; i < kd; i++) k[i] += fdata(l->bk)[i];
-                for (int i = 0; i < vd; i++) v[i] += fdata(l->bv)[i];
-            }
-            if (l->q_norm) {
+            if (l->q_norm)
                 for (int h = 0; h < hp->n_head; h++)
                     rmsnorm(q + (size_t)h * hp->head_dim_k, q + (size_t)h * hp->head_dim_k,
                             fdata(l->q_norm), hp->head_dim_k, hp->rms_eps);
+            int pos = c->tok_pos[t];
+            rope(q, hp->n_head, hp->head_dim_k, hp->n_rot, pos, inv_freq, a->rope);
+            if (!own_kv)
+                continue;
+            if (l->bk) {
+                for (int i = 0; i < kd; i++) k[i] += fdata(l->bk)[i];
+                for (int i = 0; i < vd; i++) v[i] += fdata(l->bv)[i];
+            }
+            if (l->k_norm)
                 for (int h = 0; h < hp->n_head_kv; h++)
                     rmsnorm(k + (size_t)h * hp->head_dim_k, k + (size_t)h * hp->head_dim_k,
                             fdata(l->k_norm), hp->head_dim_k, hp->rms_eps);
-            }
-            int pos = c->n_past + t;
-            rope(q, hp->n_head, hp->head_dim_k, hp->n_rot, pos, inv_freq, a->rope);
             rope(k, hp->n_head_kv, hp->head_dim_k, hp->n_rot, pos, inv_freq, a->rope);
-            size_t cell = (size_t)il * c->n_ctx + (size_t)pos;
-            f32_to_f16(k, c->kc + cell * kd, kd);
-            f32_to_f16(v, c->vc + cell * vd, vd);
+            kv_store(c->kv_type, k, kv_cell(c, il, false, c->tok_seq[t], pos), kd);
+            kv_store(c->kv_type, v, kv_cell(c, il, true, c->tok_seq[t], pos), vd);
         }
-        attn_job aj = {.c = c, .layer = il, .n_tok = n, .sliding = l->sliding};
-        double attn_macs = (double)n * hp->n_head * (c->n_past + n) * (hp->head_dim_k + hp->head_dim_v);
+        attn_job aj = {.c = c, .layer = own_kv ? il : l->kv_source, .n_tok = n, .sliding = l->sliding};
+        double attn_macs = (double)n * hp->n_head * (c->tok_pos[n - 1] + 1) * (hp->head_dim_k + hp->head_dim_v);
         if (attn_macs < MIN_PARALLEL_MACS)
             attn_worker(&aj, 0, 1);
         else
@@ -579,19 +782,112 @@ static void forward(orc_context *c, const orc_token *tok, int n, bool want_all, 
         }
     }
 
-    if (!want_all && !want_last)
+    if (n_want == 0)
         return;
-    int first = want_all ? 0 : n - 1, cnt = n - first;
-    for (int t = 0; t < cnt; t++)
-        rmsnorm(c->xn + (size_t)t * E, c->x + (size_t)(first + t) * E, fdata(m->output_norm), E,
-                hp->rms_eps);
-    matmul(c, m->output, -1, c->xn, E, cnt, logits_out);
+    for (int r = 0; r < n_want; r++)
+        rmsnorm(c->xn + (size_t)r * E, c->x + (size_t)want[r] * E, fdata(m->output_norm), E, hp->rms_eps);
+    matmul(c, m->output, -1, c->xn, E, n_want, logits_out);
     if (hp->final_softcap > 0.0f) {
-        size_t tot = (size_t)cnt * hp->n_vocab;
+        size_t tot = (size_t)n_want * hp->n_vocab;
         float cap = hp->final_softcap;
         for (size_t i = 0; i < tot; i++)
             logits_out[i] = tanhf(logits_out[i] / cap) * cap;
     }
+}
+
+orc_status orc_eval_batch(orc_context *c, const orc_batch_token *batch, int32_t n)
+{
+    if (!c || (!batch && n > 0) || n < 0)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_eval_batch: invalid arguments");
+    if (n == 0)
+        return ORC_OK;
+    const orc_hparams *hp = &c->m->hp;
+    /* validate everything before touching the cache */
+    int32_t *add = calloc((size_t)c->n_seq, sizeof *add);
+    if (!add)
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+    int32_t n_want = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const orc_batch_token *b = &batch[i];
+        if (b->token < 0 || b->token >= hp->n_vocab) {
+            free(add);
+            return orc_fail(ORC_ERR_INVALID_ARGUMENT, "token %d at index %d is outside the vocabulary (%d)",
+                            b->token, i, hp->n_vocab);
+        }
+        if (b->seq < 0 || b->seq >= c->n_seq) {
+            free(add);
+            return orc_fail(ORC_ERR_INVALID_ARGUMENT, "sequence %d at index %d does not exist (%d sequences)",
+                            b->seq, i, c->n_seq);
+        }
+        add[b->seq]++;
+        n_want += b->logits;
+    }
+    for (int s = 0; s < c->n_seq; s++)
+        if (add[s] > c->n_ctx - c->seqs[s].n_past) {
+            int32_t a = add[s];
+            free(add);
+            return orc_fail(ORC_ERR_CONTEXT_FULL, "%d tokens do not fit in sequence %d: %d of %d positions are used",
+                            a, s, c->seqs[s].n_past, c->n_ctx);
+        }
+    free(add);
+    size_t need = (size_t)(n_want ? n_want : 1) * (size_t)hp->n_vocab;
+    if (need > c->logits_cap) {
+        float *l = realloc(c->logits, need * sizeof(float));
+        if (!l)
+            return orc_fail(ORC_ERR_NO_MEMORY, "out of memory for %zu logits", need);
+        c->logits = l;
+        c->logits_cap = need;
+    }
+    if ((size_t)n > c->logit_row_cap) {
+        int32_t *r = realloc(c->logit_row, (size_t)n * sizeof *r);
+        if (!r)
+            return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+        c->logit_row = r;
+        c->logit_row_cap = (size_t)n;
+    }
+    orc_token *toks = malloc((size_t)c->n_batch * sizeof *toks);
+    int32_t *want = malloc((size_t)c->n_batch * sizeof *want);
+    if (!toks || !want) {
+        free(toks);
+        free(want);
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+    }
+    int32_t row = 0;
+    c->last_row = -1;
+    for (int32_t done = 0; done < n;) {
+        int chunk = n - done < c->n_batch ? n - done : c->n_batch;
+        int nw = 0;
+        for (int t = 0; t < chunk; t++) {
+            const orc_batch_token *b = &batch[done + t];
+            seq_state *s = &c->seqs[b->seq];
+            toks[t] = b->token;
+            c->tok_seq[t] = b->seq;
+            c->tok_pos[t] = s->n_past++;
+            s->has_logits = false;
+            c->logit_row[done + t] = b->logits ? row + nw : -1;
+            if (b->logits)
+                want[nw++] = t;
+        }
+        forward(c, toks, chunk, want, nw, c->logits + (size_t)row * hp->n_vocab);
+        /* the last flagged token of a sequence leaves its logits with the sequence */
+        for (int t = 0; t < chunk; t++) {
+            const orc_batch_token *b = &batch[done + t];
+            if (b->logits && c->tok_pos[t] == c->seqs[b->seq].n_past - 1) {
+                memcpy(c->seq_logits + (size_t)b->seq * hp->n_vocab,
+                       c->logits + (size_t)c->logit_row[done + t] * hp->n_vocab,
+                       (size_t)hp->n_vocab * sizeof(float));
+                c->seqs[b->seq].has_logits = true;
+            }
+        }
+        row += nw;
+        done += chunk;
+    }
+    free(toks);
+    free(want);
+    c->n_logits = row;
+    c->n_batch_last = n;
+    c->last_row = row - 1;
+    return ORC_OK;
 }
 
 orc_status orc_eval(orc_context *c, const orc_token *tokens, int32_t n, bool all_logits)
@@ -600,34 +896,14 @@ orc_status orc_eval(orc_context *c, const orc_token *tokens, int32_t n, bool all
         return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_eval: invalid arguments");
     if (n == 0)
         return ORC_OK;
-    const orc_hparams *hp = &c->m->hp;
-    if (n > c->n_ctx - c->n_past)
-        return orc_fail(ORC_ERR_CONTEXT_FULL, "%d tokens do not fit: %d of %d context positions are used",
-                        n, c->n_past, c->n_ctx);
+    orc_batch_token *b = malloc((size_t)n * sizeof *b);
+    if (!b)
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
     for (int32_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
-            return orc_fail(ORC_ERR_INVALID_ARGUMENT, "token %d at index %d is outside the vocabulary (%d)",
-                            tokens[i], i, hp->n_vocab);
-    size_t rows = all_logits ? (size_t)n : 1;
-    size_t need = rows * (size_t)hp->n_vocab;
-    if (need > c->logits_cap) {
-        float *l = realloc(c->logits, need * sizeof(float));
-        if (!l)
-            return orc_fail(ORC_ERR_NO_MEMORY, "out of memory for %zu logits", need);
-        c->logits = l;
-        c->logits_cap = need;
-    }
-    for (int32_t done = 0; done < n;) {
-        int chunk = n - done < c->n_batch ? n - done : c->n_batch;
-        bool last = done + chunk == n;
-        float *dst = all_logits ? c->logits + (size_t)done * hp->n_vocab : c->logits;
-        forward(c, tokens + done, chunk, all_logits, last, dst);
-        c->n_past += chunk;
-        done += chunk;
-    }
-    c->n_logits = (int32_t)rows;
-    c->logits_all = all_logits;
-    return ORC_OK;
+        b[i] = (orc_batch_token){.token = tokens[i], .seq = 0, .logits = all_logits || i == n - 1};
+    orc_status st = orc_eval_batch(c, b, n);
+    free(b);
+    return st;
 }
 
 const float *orc_context_logits(const orc_context *c, int32_t i)
@@ -635,8 +911,442 @@ const float *orc_context_logits(const orc_context *c, int32_t i)
     if (!c || c->n_logits == 0)
         return NULL;
     if (i == -1)
-        return c->logits + (size_t)(c->n_logits - 1) * c->m->hp.n_vocab;
-    if (!c->logits_all || i < 0 || i >= c->n_logits)
+        return c->last_row >= 0 ? c->logits + (size_t)c->last_row * c->m->hp.n_vocab : NULL;
+    if (i < 0 || i >= c->n_batch_last || c->logit_row[i] < 0)
         return NULL;
-    return c->logits + (size_t)i * c->m->hp.n_vocab;
+    return c->logits + (size_t)c->logit_row[i] * c->m->hp.n_vocab;
+}
+
+/* ---- sequences ---- */
+
+static orc_status check_seq(const orc_context *c, orc_seq s)
+{
+    if (!c)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "context is NULL");
+    if (s < 0 || s >= c->n_seq)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "sequence %d does not exist (%d sequences)", s, c->n_seq);
+    return ORC_OK;
+}
+
+int32_t orc_seq_n_past(const orc_context *c, orc_seq s)
+{
+    return check_seq(c, s) == ORC_OK ? c->seqs[s].n_past : 0;
+}
+
+const float *orc_seq_logits(const orc_context *c, orc_seq s)
+{
+    if (check_seq(c, s) != ORC_OK || !c->seqs[s].has_logits)
+        return NULL;
+    return c->seq_logits + (size_t)s * c->m->hp.n_vocab;
+}
+
+int32_t orc_context_n_past(const orc_context *c)
+{
+    return c ? c->seqs[0].n_past : 0;
+}
+
+orc_status orc_seq_clear(orc_context *c, orc_seq s)
+{
+    orc_status st = check_seq(c, s);
+    if (st == ORC_OK)
+        c->seqs[s] = (seq_state){0};
+    return st;
+}
+
+void orc_context_clear(orc_context *c)
+{
+    if (!c)
+        return;
+    for (int s = 0; s < c->n_seq; s++)
+        c->seqs[s] = (seq_state){0};
+    c->n_logits = 0;
+}
+
+/* Smallest position still held by the ring layers of a sequence. */
+static int32_t ring_low(const orc_context *c, const seq_state *s)
+{
+    int32_t lo = s->ring_lo;
+    for (int l = 0; l < c->m->hp.n_layer; l++)
+        if (c->kv[l].ring) {
+            int32_t r = s->n_past - c->kv[l].cells;
+            lo = r > lo ? r : lo;
+            break; /* all rings have the same size */
+        }
+    return lo < 0 ? 0 : lo;
+}
+
+static bool has_rings(const orc_context *c)
+{
+    for (int l = 0; l < c->m->hp.n_layer; l++)
+        if (c->kv[l].ring)
+            return true;
+    return false;
+}
+
+orc_status orc_seq_truncate(orc_context *c, orc_seq s, int32_t n)
+{
+    orc_status st = check_seq(c, s);
+    if (st != ORC_OK)
+        return st;
+    seq_state *q = &c->seqs[s];
+    if (n < 0 || n > q->n_past)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "cannot truncate sequence %d of %d tokens to %d", s,
+                        q->n_past, n);
+    if (n == q->n_past)
+        return ORC_OK;
+    if (has_rings(c)) {
+        int32_t lo = ring_low(c, q);
+        int32_t need = n - c->m->hp.sliding_window + 1;
+        if (need < 0)
+            need = 0;
+        if (need < lo)
+            return orc_fail(ORC_ERR_UNSUPPORTED, "cannot truncate sequence %d to %d tokens: the "
+                            "sliding-window cache no longer holds positions %d..%d", s, n, need, lo - 1);
+        q->ring_lo = lo;
+    }
+    q->n_past = n;
+    q->has_logits = false;
+    return ORC_OK;
+}
+
+orc_status orc_context_truncate(orc_context *c, int32_t n)
+{
+    return orc_seq_truncate(c, 0, n);
+}
+
+orc_status orc_seq_copy(orc_context *c, orc_seq src, orc_seq dst)
+{
+    orc_status st = check_seq(c, src);
+    if (st == ORC_OK)
+        st = check_seq(c, dst);
+    if (st != ORC_OK || src == dst)
+        return st;
+    const orc_hparams *hp = &c->m->hp;
+    for (int l = 0; l < hp->n_layer; l++) {
+        if (c->m->layers[l].kv_source >= 0)
+            continue;
+        kv_layer *L = &c->kv[l];
+        size_t cells = (size_t)L->cells;
+        memcpy(L->k + (size_t)dst * cells * c->row_k, L->k + (size_t)src * cells * c->row_k, cells * c->row_k);
+        memcpy(L->v + (size_t)dst * cells * c->row_v, L->v + (size_t)src * cells * c->row_v, cells * c->row_v);
+    }
+    c->seqs[dst] = c->seqs[src];
+    memcpy(c->seq_logits + (size_t)dst * hp->n_vocab, c->seq_logits + (size_t)src * hp->n_vocab,
+           (size_t)hp->n_vocab * sizeof(float));
+    return ORC_OK;
+}
+
+/* Rotates a stored K row (all KV heads) by delta positions. */
+static void rerotate_k(orc_context *c, const orc_layer *l, uint8_t *row, int delta, float *buf)
+{
+    const orc_hparams *hp = &c->m->hp;
+    float blk[QK8];
+    kv_load(c->kv_type, row, 0, c->kv_dim_k, buf, blk);
+    rope(buf, hp->n_head_kv, hp->head_dim_k, hp->n_rot, delta, layer_inv_freq(c, l), c->m->arch->rope);
+    kv_store(c->kv_type, buf, row, c->kv_dim_k);
+}
+
+orc_status orc_seq_shift(orc_context *c, orc_seq s, int32_t p0, int32_t nd)
+{
+    orc_status st = check_seq(c, s);
+    if (st != ORC_OK)
+        return st;
+    seq_state *q = &c->seqs[s];
+    if (p0 < 0 || nd < 0 || p0 > q->n_past || nd > q->n_past - p0)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "cannot remove positions [%d, %d) from sequence %d of "
+                        "%d tokens", p0, p0 + nd, s, q->n_past);
+    if (nd == 0)
+        return ORC_OK;
+    const orc_hparams *hp = &c->m->hp;
+    int32_t new_past = q->n_past - nd;
+    int32_t lo = ring_low(c, q);
+    bool rings = has_rings(c);
+    /* ring layers: new position r comes from old r (< p0) or r + nd; all positions the
+     * window will still look at must be available */
+    int32_t new_lo = 0, ring_cells = 0;
+    for (int l = 0; l < hp->n_layer; l++)
+        if (c->kv[l].ring)
+            ring_cells = c->kv[l].cells;
+    if (rings) {
+        new_lo = new_past;
+        while (new_lo > 0) {
+            int32_t r = new_lo - 1, old = r < p0 ? r : r + nd;
+            if (old < lo || new_past - r > ring_cells)
+                break;
+            new_lo--;
+        }
+        int32_t need = new_past - hp->sliding_window + 1;
+        if (need < 0)
+            need = 0;
+        for (int l = 0; l < hp->n_layer; l++)
+            if (c->kv[l].ring && need < new_lo)
+                return orc_fail(ORC_ERR_UNSUPPORTED, "cannot shift sequence %d: the sliding-window "
+                                "cache no longer holds the positions the window needs", s);
+    }
+    if (p0 < lo && rings)
+        return orc_fail(ORC_ERR_UNSUPPORTED, "cannot shift sequence %d at %d: the sliding-window cache "
+                        "starts at %d", s, p0, lo);
+    float *buf = malloc((size_t)c->kv_dim_k * sizeof(float));
+    uint8_t *tk = NULL, *tv = NULL;
+    if (!buf)
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+    for (int l = 0; l < hp->n_layer; l++) {
+        const orc_layer *ly = &c->m->layers[l];
+        if (ly->kv_source >= 0)
+            continue;
+        kv_layer *L = &c->kv[l];
+        if (!L->ring) {
+            for (int32_t r = p0; r < new_past; r++) {
+                uint8_t *dk = kv_cell(c, l, false, s, r), *dv = kv_cell(c, l, true, s, r);
+                memmove(dk, kv_cell(c, l, false, s, r + nd), c->row_k);
+                memmove(dv, kv_cell(c, l, true, s, r + nd), c->row_v);
+                rerotate_k(c, ly, dk, -nd, buf);
+            }
+            continue;
+        }
+        /* ring: gather the new window into a temporary copy, then write it back */
+        size_t cnt = (size_t)(new_past - new_lo);
+        free(tk);
+        free(tv);
+        tk = malloc(cnt * c->row_k + 1);
+        tv = malloc(cnt * c->row_v + 1);
+        if (!tk || !tv) {
+            free(tk);
+            free(tv);
+            free(buf);
+            return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+        }
+        for (int32_t r = new_lo; r < new_past; r++) {
+            int32_t old = r < p0 ? r : r + nd;
+            memcpy(tk + (size_t)(r - new_lo) * c->row_k, kv_cell(c, l, false, s, old), c->row_k);
+            memcpy(tv + (size_t)(r - new_lo) * c->row_v, kv_cell(c, l, true, s, old), c->row_v);
+            if (old != r)
+                rerotate_k(c, ly, tk + (size_t)(r - new_lo) * c->row_k, -nd, buf);
+        }
+        for (int32_t r = new_lo; r < new_past; r++) {
+            memcpy(kv_cell(c, l, false, s, r), tk + (size_t)(r - new_lo) * c->row_k, c->row_k);
+            memcpy(kv_cell(c, l, true, s, r), tv + (size_t)(r - new_lo) * c->row_v, c->row_v);
+        }
+    }
+    free(tk);
+    free(tv);
+    free(buf);
+    q->n_past = new_past;
+    q->ring_lo = rings ? new_lo : 0;
+    q->has_logits = false;
+    return ORC_OK;
+}
+
+/* ---- sequence state ---- */
+
+#define STATE_MAGIC "ORCKVST\0"
+#define STATE_VERSION 1u
+
+typedef struct {
+    char magic[8];
+    uint32_t version;
+    uint32_t kv_type;
+    uint64_t fingerprint;   /* the model's shape: a state only fits the same shape */
+    int32_t n_layer, kv_dim_k, kv_dim_v, n_vocab;
+    int32_t n_past, lo;     /* ring layers hold [lo, n_past) */
+    int32_t has_logits, reserved;
+} state_header;
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static uint64_t model_fingerprint(const orc_model *m)
+{
+    const orc_hparams *hp = &m->hp;
+    uint64_t h = fnv1a(1469598103934665603ull, m->arch_name, strlen(m->arch_name));
+    int32_t dims[] = {hp->n_layer, hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim_k,
+                      hp->head_dim_v, hp->n_vocab, hp->n_rot, hp->sliding_window};
+    h = fnv1a(h, dims, sizeof dims);
+    for (int l = 0; l < hp->n_layer; l++)
+        h = fnv1a(h, &m->layers[l].kv_source, sizeof m->layers[l].kv_source);
+    return h;
+}
+
+/* Rows of one layer a state stores: full layers [0, n_past), ring layers [lo, n_past). */
+static int32_t state_first(const orc_context *c, int l, int32_t lo)
+{
+    return c->kv[l].ring ? lo : 0;
+}
+
+static size_t state_size(const orc_context *c, int32_t n_past, int32_t lo, bool logits)
+{
+    size_t sz = sizeof(state_header);
+    for (int l = 0; l < c->m->hp.n_layer; l++)
+        if (c->m->layers[l].kv_source < 0)
+            sz += (size_t)(n_past - state_first(c, l, lo)) * (c->row_k + c->row_v);
+    if (logits)
+        sz += (size_t)c->m->hp.n_vocab * sizeof(float);
+    return sz + sizeof(uint64_t);
+}
+
+void orc_free(void *p)
+{
+    free(p);
+}
+
+orc_status orc_seq_state_save(const orc_context *c, orc_seq s, void **data, size_t *size)
+{
+    orc_status st = check_seq(c, s);
+    if (st != ORC_OK)
+        return st;
+    if (!data || !size)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_seq_state_save: data and size are required");
+    const seq_state *q = &c->seqs[s];
+    int32_t lo = has_rings(c) ? ring_low(c, q) : 0;
+    size_t sz = state_size(c, q->n_past, lo, q->has_logits);
+    uint8_t *buf = malloc(sz), *p = buf;
+    if (!buf)
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory for a %zu-byte state", sz);
+    state_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, STATE_MAGIC, 8);
+    h.version = STATE_VERSION;
+    h.kv_type = (uint32_t)c->kv_type;
+    h.fingerprint = model_fingerprint(c->m);
+    h.n_layer = c->m->hp.n_layer;
+    h.kv_dim_k = c->kv_dim_k;
+    h.kv_dim_v = c->kv_dim_v;
+    h.n_vocab = c->m->hp.n_vocab;
+    h.n_past = q->n_past;
+    h.lo = lo;
+    h.has_logits = q->has_logits;
+    memcpy(p, &h, sizeof h);
+    p += sizeof h;
+    for (int l = 0; l < c->m->hp.n_layer; l++) {
+        if (c->m->layers[l].kv_source >= 0)
+            continue;
+        for (int32_t pos = state_first(c, l, lo); pos < q->n_past; pos++) {
+            memcpy(p, kv_cell(c, l, false, s, pos), c->row_k);
+            p += c->row_k;
+            memcpy(p, kv_cell(c, l, true, s, pos), c->row_v);
+            p += c->row_v;
+        }
+    }
+    if (q->has_logits) {
+        memcpy(p, c->seq_logits + (size_t)s * c->m->hp.n_vocab, (size_t)c->m->hp.n_vocab * sizeof(float));
+        p += (size_t)c->m->hp.n_vocab * sizeof(float);
+    }
+    uint64_t sum = fnv1a(1469598103934665603ull, buf, (size_t)(p - buf));
+    memcpy(p, &sum, sizeof sum);
+    *data = buf;
+    *size = sz;
+    return ORC_OK;
+}
+
+orc_status orc_seq_state_load(orc_context *c, orc_seq s, const void *data, size_t size)
+{
+    orc_status st = check_seq(c, s);
+    if (st != ORC_OK)
+        return st;
+    if (!data)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_seq_state_load: data is NULL");
+    state_header h;
+    if (size < sizeof h + sizeof(uint64_t))
+        return orc_fail(ORC_ERR_FORMAT, "state of %zu bytes is truncated (the header alone is %zu)", size,
+                        sizeof h + sizeof(uint64_t));
+    memcpy(&h, data, sizeof h);
+    if (memcmp(h.magic, STATE_MAGIC, 8) != 0)
+        return orc_fail(ORC_ERR_FORMAT, "not an Orchard sequence state (bad magic)");
+    if (h.version != STATE_VERSION)
+        return orc_fail(ORC_ERR_FORMAT, "sequence state version %u is not supported (expected %u)",
+                        h.version, STATE_VERSION);
+    if (h.fingerprint != model_fingerprint(c->m) || h.n_layer != c->m->hp.n_layer ||
+        h.kv_dim_k != c->kv_dim_k || h.kv_dim_v != c->kv_dim_v || h.n_vocab != c->m->hp.n_vocab)
+        return orc_fail(ORC_ERR_FORMAT, "the state was saved from a model of another shape");
+    if (h.kv_type != (uint32_t)c->kv_type)
+        return orc_fail(ORC_ERR_FORMAT, "the state holds a %s KV cache but this context uses %s",
+                        h.kv_type == ORC_KV_Q8_0 ? "q8_0" : "f16", c->kv_type == ORC_KV_Q8_0 ? "q8_0" : "f16");
+    if (h.n_past < 0 || h.n_past > c->n_ctx || h.lo < 0 || h.lo > h.n_past || (h.has_logits != 0 && h.has_logits != 1))
+        return orc_fail(ORC_ERR_FORMAT, "the state holds %d positions but this context has %d", h.n_past, c->n_ctx);
+    for (int l = 0; l < c->m->hp.n_layer; l++)
+        if (c->kv[l].ring && h.n_past - h.lo > c->kv[l].cells)
+            return orc_fail(ORC_ERR_FORMAT, "the state's sliding window (%d positions) does not fit this "
+                            "context's ring of %d", h.n_past - h.lo, c->kv[l].cells);
+    size_t want = state_size(c, h.n_past, h.lo, h.has_logits);
+    if (size != want)
+        return orc_fail(ORC_ERR_FORMAT, "state is %zu bytes but its header implies %zu (truncated or padded)",
+                        size, want);
+    uint64_t sum;
+    memcpy(&sum, (const uint8_t *)data + size - sizeof sum, sizeof sum);
+    if (sum != fnv1a(1469598103934665603ull, data, size - sizeof sum))
+        return orc_fail(ORC_ERR_FORMAT, "sequence state checksum mismatch (corrupted)");
+    /* valid: only now change the sequence */
+    const uint8_t *p = (const uint8_t *)data + sizeof h;
+    for (int l = 0; l < c->m->hp.n_layer; l++) {
+        if (c->m->layers[l].kv_source >= 0)
+            continue;
+        for (int32_t pos = state_first(c, l, h.lo); pos < h.n_past; pos++) {
+            memcpy(kv_cell(c, l, false, s, pos), p, c->row_k);
+            p += c->row_k;
+            memcpy(kv_cell(c, l, true, s, pos), p, c->row_v);
+            p += c->row_v;
+        }
+    }
+    if (h.has_logits)
+        memcpy(c->seq_logits + (size_t)s * c->m->hp.n_vocab, p, (size_t)c->m->hp.n_vocab * sizeof(float));
+    c->seqs[s] = (seq_state){.n_past = h.n_past, .ring_lo = h.lo, .has_logits = h.has_logits};
+    return ORC_OK;
+}
+
+orc_status orc_seq_state_save_file(const orc_context *c, orc_seq s, const char *path)
+{
+    if (!path)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "path is NULL");
+    void *data;
+    size_t size;
+    orc_status st = orc_seq_state_save(c, s, &data, &size);
+    if (st != ORC_OK)
+        return st;
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        free(data);
+        return orc_fail(ORC_ERR_IO, "%s: cannot open for writing", path);
+    }
+    bool ok = fwrite(data, 1, size, f) == size;
+    ok = fclose(f) == 0 && ok;
+    free(data);
+    return ok ? ORC_OK : orc_fail(ORC_ERR_IO, "%s: write failed", path);
+}
+
+orc_status orc_seq_state_load_file(orc_context *c, orc_seq s, const char *path)
+{
+    if (!path)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "path is NULL");
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return orc_fail(ORC_ERR_IO, "%s: cannot open", path);
+    if (fseek(f, 0, SEEK_END) != 0) {
+        fclose(f);
+        return orc_fail(ORC_ERR_IO, "%s: cannot seek", path);
+    }
+    long n = ftell(f);
+    rewind(f);
+    void *buf = n > 0 ? malloc((size_t)n) : NULL;
+    if (n <= 0 || !buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        fclose(f);
+        return n <= 0 ? orc_fail(ORC_ERR_FORMAT, "%s: empty state file", path)
+                      : orc_fail(ORC_ERR_IO, "%s: read failed", path);
+    }
+    fclose(f);
+    orc_status st = orc_seq_state_load(c, s, buf, (size_t)n);
+    free(buf);
+    if (st != ORC_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", orc_last_error());
+        orc_fail(st, "%s: %s", path, msg);
+    }
+    return st;
 }

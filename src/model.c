@@ -186,18 +186,40 @@ static orc_status load_tensors(orc_model *m)
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers)
         return orc_fail(ORC_ERR_NO_MEMORY, "out of memory for %d layers", hp->n_layer);
+    /* Cross-layer KV sharing, declared by the model: entry i is -1 when layer i computes
+     * its own K/V, else the earlier layer whose cache it reads (no K/V weights needed). */
+    char key[160];
+    snprintf(key, sizeof key, "%s.attention.shared_kv_layers", m->arch_name);
+    const gguf_value *kv_share = gguf_find(m->gguf, key);
+    if (kv_share) {
+        gguf_vtype et = kv_share->type == GGUF_T_ARRAY ? kv_share->v.arr.elem : GGUF_T_COUNT;
+        if (kv_share->type != GGUF_T_ARRAY || gguf_vtype_size(et) == 0 || et == GGUF_T_FLOAT32 ||
+            et == GGUF_T_FLOAT64 || et == GGUF_T_BOOL || kv_share->v.arr.n != (uint64_t)hp->n_layer)
+            return orc_fail(ORC_ERR_FORMAT, "%s must be an integer array with one entry per layer (%d)",
+                            key, hp->n_layer);
+    }
     for (int i = 0; i < hp->n_layer; i++) {
         orc_layer *l = &m->layers[i];
         TRY(get_tensor(m, &l->attn_norm, true, E, 0, 0, "blk.%d.attn_norm.weight", i));
         TRY(get_tensor(m, &l->wq, true, E, q_dim, 0, "blk.%d.attn_q.weight", i));
-        TRY(get_tensor(m, &l->wk, true, E, k_dim, 0, "blk.%d.attn_k.weight", i));
-        TRY(get_tensor(m, &l->wv, true, E, v_dim, 0, "blk.%d.attn_v.weight", i));
+        l->kv_source = -1;
+        if (kv_share) {
+            int64_t src = gguf_arr_i64(kv_share, (uint64_t)i);
+            if (src >= i || src < -1 || (src >= 0 && m->layers[src].kv_source >= 0))
+                return orc_fail(ORC_ERR_FORMAT, "%s.attention.shared_kv_layers: layer %d cannot read "
+                                "the KV of layer %lld (it must be an earlier layer with its own KV)",
+                                m->arch_name, i, (long long)src);
+            l->kv_source = (int32_t)src;
+        }
+        bool own_kv = l->kv_source < 0;
+        TRY(get_tensor(m, &l->wk, own_kv, E, k_dim, 0, "blk.%d.attn_k.weight", i));
+        TRY(get_tensor(m, &l->wv, own_kv, E, v_dim, 0, "blk.%d.attn_v.weight", i));
         TRY(get_tensor(m, &l->wo, true, o_dim, E, 0, "blk.%d.attn_output.weight", i));
         TRY(get_tensor(m, &l->bq, a->qkv_bias, q_dim, 0, 0, "blk.%d.attn_q.bias", i));
-        TRY(get_tensor(m, &l->bk, a->qkv_bias, k_dim, 0, 0, "blk.%d.attn_k.bias", i));
-        TRY(get_tensor(m, &l->bv, a->qkv_bias, v_dim, 0, 0, "blk.%d.attn_v.bias", i));
+        TRY(get_tensor(m, &l->bk, a->qkv_bias && own_kv, k_dim, 0, 0, "blk.%d.attn_k.bias", i));
+        TRY(get_tensor(m, &l->bv, a->qkv_bias && own_kv, v_dim, 0, 0, "blk.%d.attn_v.bias", i));
         TRY(get_tensor(m, &l->q_norm, a->qk_norm, hp->head_dim_k, 0, 0, "blk.%d.attn_q_norm.weight", i));
-        TRY(get_tensor(m, &l->k_norm, a->qk_norm, hp->head_dim_k, 0, 0, "blk.%d.attn_k_norm.weight", i));
+        TRY(get_tensor(m, &l->k_norm, a->qk_norm && own_kv, hp->head_dim_k, 0, 0, "blk.%d.attn_k_norm.weight", i));
         TRY(get_tensor(m, &l->attn_post_norm, a->post_norms, E, 0, 0, "blk.%d.post_attention_norm.weight", i));
         TRY(get_tensor(m, &l->ffn_norm, true, E, 0, 0, "blk.%d.ffn_norm.weight", i));
         TRY(get_tensor(m, &l->ffn_post_norm, a->post_norms, E, 0, 0, "blk.%d.post_ffw_norm.weight", i));
@@ -223,6 +245,9 @@ static orc_status load_tensors(orc_model *m)
         }
         if (l->sliding && a->swa_period > 0)
             l->rope_base = hp->rope_base_local;
+        if (l->kv_source >= 0 && m->layers[l->kv_source].sliding != l->sliding)
+            return orc_fail(ORC_ERR_FORMAT, "layer %d shares the KV of layer %d but only one of them "
+                            "uses the sliding window", i, l->kv_source);
     }
     return ORC_OK;
 }

@@ -41,6 +41,7 @@ typedef struct orc_layer {
     const gguf_tensor *ffn_gate_inp;      /* MoE router (n_embd, n_expert) */
     const gguf_tensor *ffn_gate_exps, *ffn_up_exps, *ffn_down_exps; /* (.., .., n_expert) */
     bool sliding;                         /* uses the sliding window */
+    int32_t kv_source;                    /* -1: own K/V; else the earlier layer whose cache it reads */
     float rope_base;
 } orc_layer;
 
