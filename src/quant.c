@@ -80,8 +80,20 @@ bool orc_quant_set_isa(const char *name)
     return true;
 }
 
+/* Kernel table slot of a weight type id, or -1. */
+static int slot_of(uint32_t wtype)
+{
+    if (wtype == (ORC_DT_Q4_0 | ORC_QUANT_REPACKED))
+        return ORC_SLOT_Q4_0X8;
+    if (wtype == (ORC_DT_Q8_0 | ORC_QUANT_REPACKED))
+        return ORC_SLOT_Q8_0X8;
+    return wtype < ORC_DT_COUNT && orc_kernels_ref.tile[wtype] ? (int)wtype : -1;
+}
+
 static int act_kind(uint32_t wtype)
 {
+    if (wtype & ORC_QUANT_REPACKED)
+        return slot_of(wtype) >= 0 ? ORC_ACT_Q8AX8 : -1;
     switch (wtype) {
     case ORC_DT_F32:
     case ORC_DT_F16:
@@ -111,9 +123,48 @@ bool orc_quant_supported(uint32_t wtype)
     return act_kind(wtype) >= 0;
 }
 
+int orc_act_format(uint32_t wtype)
+{
+    return act_kind(wtype);
+}
+
 void orc_dequant_row(uint32_t type, const void *src, float *dst, int64_t n)
 {
+    if (type & ORC_QUANT_REPACKED) {
+        uint32_t base = type & ~ORC_QUANT_REPACKED;
+        if (slot_of(type) < 0) {
+            memset(dst, 0, (size_t)n * sizeof(float));
+            return;
+        }
+        size_t bsz = orc_dtype_get(base)->size;
+        int64_t nb = n / QK, ng = nb / 8;
+        uint8_t plain[8 * sizeof(blk_q8_0)];
+        const uint8_t *s = src;
+        for (int64_t g = 0; g < ng; g++) {
+            orc_rp_unpack(s + (size_t)g * 8 * bsz, plain, bsz);
+            orc_ref_dequant(base, plain, dst + g * 8 * QK, 8 * QK);
+        }
+        orc_ref_dequant(base, s + (size_t)ng * 8 * bsz, dst + ng * 8 * QK, (nb - ng * 8) * QK);
+        return;
+    }
     orc_ref_dequant(type, src, dst, n);
+}
+
+uint32_t orc_quant_repack(uint32_t wtype, void *data, int64_t nrows, size_t row_stride, int64_t n)
+{
+    if ((wtype != ORC_DT_Q4_0 && wtype != ORC_DT_Q8_0) || n <= 0 || n % QK || nrows < 0)
+        return wtype;
+    size_t bsz = orc_dtype_get(wtype)->size;
+    int64_t ng = n / QK / 8;
+    uint8_t plain[8 * sizeof(blk_q8_0)];
+    for (int64_t r = 0; r < nrows; r++) {
+        uint8_t *row = (uint8_t *)data + (size_t)r * row_stride;
+        for (int64_t g = 0; g < ng; g++) {
+            memcpy(plain, row + (size_t)g * 8 * bsz, 8 * bsz);
+            orc_rp_pack(plain, row + (size_t)g * 8 * bsz, bsz);
+        }
+    }
+    return wtype | ORC_QUANT_REPACKED;
 }
 
 size_t orc_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
@@ -129,6 +180,7 @@ size_t orc_act_row_size(uint32_t wtype, int64_t n)
     case ORC_ACT_F32:
         return (uint64_t)n > SIZE_MAX / 4 ? 0 : (size_t)n * 4;
     case ORC_ACT_Q8A:
+    case ORC_ACT_Q8AX8:
         return n % QK ? 0 : (size_t)(n / QK) * sizeof(blk_q8a);
     case ORC_ACT_Q8K:
         return n % QKK ? 0 : (size_t)(n / QKK) * sizeof(blk_q8_K);
@@ -150,6 +202,18 @@ void orc_act_convert(uint32_t wtype, const float *x, void *dst, int64_t n)
     case ORC_ACT_Q8K:
         (k->quant_q8k ? k->quant_q8k : orc_ref_quantize_q8k)(x, dst, n);
         return;
+    case ORC_ACT_Q8AX8: {
+        /* quantize a group at a time into a buffer, then interleave */
+        blk_q8a tmp[8];
+        int64_t nb = n / QK, ng = nb / 8;
+        for (int64_t g = 0; g < ng; g++) {
+            (k->quant_q8a ? k->quant_q8a : orc_ref_quantize_q8a)(x + g * 8 * QK, tmp, 8 * QK);
+            orc_rp_pack_act(tmp, (blk_q8ax8 *)dst + g);
+        }
+        (k->quant_q8a ? k->quant_q8a : orc_ref_quantize_q8a)(x + ng * 8 * QK, (blk_q8a *)dst + ng * 8,
+                                                              (nb - ng * 8) * QK);
+        return;
+    }
     default:
         return;
     }
@@ -167,9 +231,10 @@ void orc_matmul(uint32_t wtype, const void *W, size_t w_stride, int64_t n,
                 float *Y, int64_t ldy, int64_t r0, int64_t r1)
 {
     const orc_kernels *k = kern();
-    if (wtype >= ORC_DT_COUNT || act_kind(wtype) < 0 || r1 <= r0 || n_tok <= 0)
+    int slot = slot_of(wtype);
+    if (slot < 0 || r1 <= r0 || n_tok <= 0)
         return;
-    orc_tile_fn tile = k->tile[wtype] ? k->tile[wtype] : orc_kernels_ref.tile[wtype];
+    orc_tile_fn tile = k->tile[slot] ? k->tile[slot] : orc_kernels_ref.tile[slot];
     const uint8_t *w = W;
     const uint8_t *x = X;
     if (n_tok == 1) {

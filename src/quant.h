@@ -43,6 +43,24 @@ void orc_matmul(uint32_t wtype, const void *W, size_t w_stride, int64_t n,
                 const void *X, size_t x_stride, int64_t n_tok,
                 float *Y, int64_t ldy, int64_t r0, int64_t r1);
 
+/* Load-time repacking (optional; see docs/kernels.md). Flag on a weight type id: the rows
+ * are in the interleaved layout orc_quant_repack produced. Such ids are accepted by
+ * orc_quant_supported, orc_dequant_row, orc_act_row_size, orc_act_convert, orc_matmul
+ * and orc_act_format, with the same row sizes as the plain type. */
+#define ORC_QUANT_REPACKED 0x100u
+
+/* Rewrites nrows rows (n elements of wtype each, row_stride bytes apart) in place into
+ * the layout that is faster for orc_matmul, when wtype has one (Q4_0 and Q8_0 today).
+ * Returns the type id to use from then on: wtype | ORC_QUANT_REPACKED when repacked,
+ * wtype unchanged (and the data untouched) otherwise. Activations for a repacked tensor
+ * must be converted with the returned id. */
+uint32_t orc_quant_repack(uint32_t wtype, void *data, int64_t nrows, size_t row_stride, int64_t n);
+
+/* Activation format id of a weight type: two weight types with the same id accept the
+ * same converted activation rows (so the forward pass can convert x once for Q, K, V);
+ * -1 when unsupported. */
+int orc_act_format(uint32_t wtype);
+
 /* Name of the SIMD path in use ("avx512", "avx2", "neon", "scalar"). The default is the
  * best the CPU supports; the environment variable ORC_ISA (same names) overrides it. */
 const char *orc_quant_isa(void);

@@ -48,8 +48,30 @@ _Static_assert(sizeof(blk_iq4_xs) == 136, "iq4_xs");
 typedef struct { float d; int32_t sum; int8_t qs[32]; } blk_q8a;
 _Static_assert(sizeof(blk_q8a) == 40, "q8a");
 
+/* Repacked (load-time) layouts, ORC_QUANT_REPACKED in quant.h: each run of 8 blocks of a
+ * row becomes one group with the 8 scales first and the quants interleaved 4 bytes at a
+ * time (byte 4s+i of block k at qs[32s + 4k + i]), so one 32-byte load feeds 8 blocks and
+ * a dot-product step leaves block k's partial sum in 32-bit lane k. Groups are the same
+ * size as the 8 blocks they replace; a row's last n/32 % 8 blocks stay plain. */
+typedef struct { uint16_t d[8]; uint8_t qs[128]; } blk_q4_0x8;
+typedef struct { uint16_t d[8]; int8_t qs[256]; } blk_q8_0x8;
+/* activations for repacked weights, same interleave: 8 blk_q8a in 320 bytes */
+typedef struct { float d[8]; int32_t sum[8]; int8_t qs[256]; } blk_q8ax8;
+_Static_assert(sizeof(blk_q4_0x8) == 8 * sizeof(blk_q4_0), "q4_0x8");
+_Static_assert(sizeof(blk_q8_0x8) == 8 * sizeof(blk_q8_0), "q8_0x8");
+_Static_assert(sizeof(blk_q8ax8) == 8 * sizeof(blk_q8a), "q8ax8");
+
+/* Kernel table slots: the ggml type ids, then the repacked layouts. */
+enum { ORC_SLOT_Q4_0X8 = ORC_DT_COUNT, ORC_SLOT_Q8_0X8, ORC_SLOT_COUNT };
+
 /* Which activation format a weight type consumes. */
-enum { ORC_ACT_F32, ORC_ACT_Q8A, ORC_ACT_Q8K };
+enum { ORC_ACT_F32, ORC_ACT_Q8A, ORC_ACT_Q8K, ORC_ACT_Q8AX8 };
+
+/* Interleave / de-interleave one group (bsz = plain block size, 18 or 34). */
+void orc_rp_pack(const uint8_t *plain, uint8_t *grp, size_t bsz);
+void orc_rp_unpack(const uint8_t *grp, uint8_t *plain, size_t bsz);
+void orc_rp_pack_act(const blk_q8a *plain, blk_q8ax8 *grp);
+void orc_rp_unpack_act(const blk_q8ax8 *grp, blk_q8a *plain);
 
 extern const int8_t orc_iq4nl_values[16];
 
@@ -68,7 +90,7 @@ typedef void (*orc_tile_fn)(int64_t n, const void *W, size_t ws, const void *X, 
 
 typedef struct {
     const char *name;
-    orc_tile_fn tile[ORC_DT_COUNT];        /* NULL: use the scalar reference */
+    orc_tile_fn tile[ORC_SLOT_COUNT];        /* NULL: use the scalar reference */
     void (*quant_q8a)(const float *x, blk_q8a *y, int64_t n);   /* NULL: reference */
     void (*quant_q8k)(const float *x, blk_q8_K *y, int64_t n);
 } orc_kernels;

@@ -988,6 +988,90 @@ float orc_ref_vec_dot(uint32_t type, int64_t n, const void *w, const void *xv)
     return acc;
 }
 
+/* ------------------------------------------------------------------ repacked layouts */
+
+void orc_rp_pack(const uint8_t *plain, uint8_t *grp, size_t bsz)
+{
+    size_t nq = bsz - 2; /* 16 (Q4_0) or 32 (Q8_0) quant bytes per block */
+    for (int k = 0; k < 8; k++) {
+        memcpy(grp + 2 * k, plain + k * bsz, 2);
+        for (size_t s = 0; s < nq / 4; s++)
+            memcpy(grp + 16 + 32 * s + 4 * k, plain + k * bsz + 2 + 4 * s, 4);
+    }
+}
+
+void orc_rp_unpack(const uint8_t *grp, uint8_t *plain, size_t bsz)
+{
+    size_t nq = bsz - 2;
+    for (int k = 0; k < 8; k++) {
+        memcpy(plain + k * bsz, grp + 2 * k, 2);
+        for (size_t s = 0; s < nq / 4; s++)
+            memcpy(plain + k * bsz + 2 + 4 * s, grp + 16 + 32 * s + 4 * k, 4);
+    }
+}
+
+void orc_rp_pack_act(const blk_q8a *plain, blk_q8ax8 *grp)
+{
+    blk_q8ax8 g;
+    for (int k = 0; k < 8; k++) {
+        g.d[k] = plain[k].d;
+        g.sum[k] = plain[k].sum;
+        for (int s = 0; s < 8; s++)
+            memcpy(g.qs + 32 * s + 4 * k, plain[k].qs + 4 * s, 4);
+    }
+    memcpy(grp, &g, sizeof g);
+}
+
+void orc_rp_unpack_act(const blk_q8ax8 *grp, blk_q8a *plain)
+{
+    for (int k = 0; k < 8; k++) {
+        plain[k].d = grp->d[k];
+        plain[k].sum = grp->sum[k];
+        for (int s = 0; s < 8; s++)
+            memcpy(plain[k].qs + 4 * s, grp->qs + 32 * s + 4 * k, 4);
+    }
+}
+
+/* Repacked rows through the plain reference: de-interleave a group at a time. */
+static float ref_dot_x8(uint32_t base, int64_t n, const uint8_t *w, const uint8_t *x)
+{
+    size_t bsz = base == ORC_DT_Q4_0 ? sizeof(blk_q4_0) : sizeof(blk_q8_0);
+    int64_t nb = n / QK, ng = nb / 8;
+    float acc = 0.0f;
+    uint8_t pw[8 * sizeof(blk_q8_0)];
+    blk_q8a px[8];
+    for (int64_t g = 0; g < ng; g++) {
+        orc_rp_unpack(w + (size_t)g * 8 * bsz, pw, bsz);
+        orc_rp_unpack_act((const blk_q8ax8 *)(x + (size_t)g * sizeof(blk_q8ax8)), px);
+        acc += orc_ref_vec_dot(base, 8 * QK, pw, px);
+    }
+    if (nb > ng * 8)
+        acc += orc_ref_vec_dot(base, (nb - ng * 8) * QK, w + (size_t)ng * 8 * bsz,
+                               x + (size_t)ng * sizeof(blk_q8ax8));
+    return acc;
+}
+
+static void ref_tile_x8(uint32_t base, int64_t n, const void *W, size_t ws, const void *X, size_t xs,
+                        float *Y, int64_t ldy, int nr, int nt)
+{
+    for (int t = 0; t < nt; t++)
+        for (int r = 0; r < nr; r++)
+            Y[t * ldy + r] = ref_dot_x8(base, n, (const uint8_t *)W + (size_t)r * ws,
+                                        (const uint8_t *)X + (size_t)t * xs);
+}
+
+static void ref_tile_q4_0x8(int64_t n, const void *W, size_t ws, const void *X, size_t xs,
+                            float *Y, int64_t ldy, int nr, int nt)
+{
+    ref_tile_x8(ORC_DT_Q4_0, n, W, ws, X, xs, Y, ldy, nr, nt);
+}
+
+static void ref_tile_q8_0x8(int64_t n, const void *W, size_t ws, const void *X, size_t xs,
+                            float *Y, int64_t ldy, int nr, int nt)
+{
+    ref_tile_x8(ORC_DT_Q8_0, n, W, ws, X, xs, Y, ldy, nr, nt);
+}
+
 static void ref_tile(uint32_t type, int64_t n, const void *W, size_t ws, const void *X, size_t xs,
                      float *Y, int64_t ldy, int nr, int nt)
 {
@@ -1017,6 +1101,7 @@ const orc_kernels orc_kernels_ref = {
         [ORC_DT_Q3_K] = ref_tile_Q3_K, [ORC_DT_Q4_K] = ref_tile_Q4_K,
         [ORC_DT_Q5_K] = ref_tile_Q5_K, [ORC_DT_Q6_K] = ref_tile_Q6_K,
         [ORC_DT_IQ4_NL] = ref_tile_IQ4_NL, [ORC_DT_IQ4_XS] = ref_tile_IQ4_XS,
+        [ORC_SLOT_Q4_0X8] = ref_tile_q4_0x8, [ORC_SLOT_Q8_0X8] = ref_tile_q8_0x8,
     },
     .quant_q8a = orc_ref_quantize_q8a,
     .quant_q8k = orc_ref_quantize_q8k,

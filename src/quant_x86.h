@@ -130,17 +130,72 @@ AI void k_float(uint32_t type, int NR, int NT, TILE_ARGS)
 
 /* ------------------------------------------------------------ 32-element blocks */
 
-AI void k_blk32(uint32_t type, int NR, int NT, TILE_ARGS)
+AI size_t blk32_size(uint32_t type)
 {
-    const size_t bsz = type == ORC_DT_Q4_0 || type == ORC_DT_IQ4_NL ? 18
-                       : type == ORC_DT_Q4_1                        ? 20
-                       : type == ORC_DT_Q5_0                        ? 22
-                       : type == ORC_DT_Q5_1                        ? 24
-                                                                    : 34;
+    return type == ORC_DT_Q4_0 || type == ORC_DT_IQ4_NL ? 18
+           : type == ORC_DT_Q4_1                        ? 20
+           : type == ORC_DT_Q5_0                        ? 22
+           : type == ORC_DT_Q5_1                        ? 24
+                                                        : 34;
+}
+
+/* One 32-element block b of NR rows against NT tokens, into acc (and macc for mins). */
+AI void blk32_step(uint32_t type, int NR, int NT, int64_t b, const uint8_t *W, size_t ws,
+                   const uint8_t *X, size_t xs, __m256 acc[4][4], float macc[4][4], __m256i tbl)
+{
+    const size_t bsz = blk32_size(type);
     const bool has_min = type == ORC_DT_Q4_1 || type == ORC_DT_Q5_1;
     /* signed weights: AVX2 multiplies |w| by sign-adjusted x; VNNI adds 128 to w and
      * subtracts 128 * sum(x), which the activation block carries */
     const bool is_signed = type == ORC_DT_Q8_0 || type == ORC_DT_IQ4_NL;
+    const int corr_mul = type == ORC_DT_Q4_0 ? -8 : type == ORC_DT_Q5_0 ? -16 : (is_signed && X86_VNNI) ? -128 : 0;
+    UNROLL
+    for (int r = 0; r < NR; r++) {
+        const uint8_t *wb = W + (size_t)r * ws + (size_t)b * bsz;
+        uint16_t hd, hm = 0;
+        memcpy(&hd, wb, 2);
+        if (has_min)
+            memcpy(&hm, wb + 2, 2);
+        float dw = h2f(hd), mw = has_min ? h2f(hm) : 0.0f;
+        __m256i u;
+        if (type == ORC_DT_Q4_0 || type == ORC_DT_IQ4_NL) {
+            u = unpack_nibbles(wb + 2);
+            if (type == ORC_DT_IQ4_NL)
+                u = _mm256_shuffle_epi8(tbl, u);
+        } else if (type == ORC_DT_Q4_1) {
+            u = unpack_nibbles(wb + 4);
+        } else if (type == ORC_DT_Q5_0 || type == ORC_DT_Q5_1) {
+            const uint8_t *p = wb + (type == ORC_DT_Q5_0 ? 2 : 4);
+            uint32_t qh;
+            memcpy(&qh, p, 4);
+            u = _mm256_or_si256(unpack_nibbles(p + 4),
+                                _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+        } else {
+            u = _mm256_loadu_si256((const __m256i *)(wb + 2));
+            if (X86_VNNI)
+                u = _mm256_xor_si256(u, _mm256_set1_epi8((char)0x80));
+        }
+        __m256i ua = u;
+        if (is_signed && !X86_VNNI)
+            ua = _mm256_sign_epi8(u, u);
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const blk_q8a *xb = (const blk_q8a *)(X + (size_t)t * xs) + b;
+            __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
+            if (is_signed && !X86_VNNI)
+                xq = _mm256_sign_epi8(xq, u);
+            __m256i init = corr_mul ? _mm256_castsi128_si256(_mm_cvtsi32_si128(corr_mul * xb->sum))
+                                    : _mm256_setzero_si256();
+            __m256i p = dot_u8s8(init, ua, xq);
+            acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * xb->d), acc[r][t]);
+            if (has_min)
+                macc[r][t] += mw * xb->d * (float)xb->sum;
+        }
+    }
+}
+
+AI void k_blk32(uint32_t type, int NR, int NT, TILE_ARGS)
+{
     __m256 acc[4][4];
     float macc[4][4];
     UNROLL
@@ -152,57 +207,96 @@ AI void k_blk32(uint32_t type, int NR, int NT, TILE_ARGS)
         }
     const __m256i tbl = iq4nl_table(X86_VNNI);
     const int64_t nb = n / QK;
-    for (int64_t b = 0; b < nb; b++) {
-        int corr_mul = type == ORC_DT_Q4_0 ? -8 : type == ORC_DT_Q5_0 ? -16 : (is_signed && X86_VNNI) ? -128 : 0;
-        UNROLL
-        for (int r = 0; r < NR; r++) {
-            const uint8_t *wb = W + (size_t)r * ws + (size_t)b * bsz;
-            uint16_t hd, hm = 0;
-            memcpy(&hd, wb, 2);
-            if (has_min)
-                memcpy(&hm, wb + 2, 2);
-            float dw = h2f(hd), mw = has_min ? h2f(hm) : 0.0f;
-            __m256i u;
-            if (type == ORC_DT_Q4_0 || type == ORC_DT_IQ4_NL) {
-                u = unpack_nibbles(wb + 2);
-                if (type == ORC_DT_IQ4_NL)
-                    u = _mm256_shuffle_epi8(tbl, u);
-            } else if (type == ORC_DT_Q4_1) {
-                u = unpack_nibbles(wb + 4);
-            } else if (type == ORC_DT_Q5_0 || type == ORC_DT_Q5_1) {
-                const uint8_t *p = wb + (type == ORC_DT_Q5_0 ? 2 : 4);
-                uint32_t qh;
-                memcpy(&qh, p, 4);
-                u = _mm256_or_si256(unpack_nibbles(p + 4),
-                                    _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
-            } else {
-                u = _mm256_loadu_si256((const __m256i *)(wb + 2));
-                if (X86_VNNI)
-                    u = _mm256_xor_si256(u, _mm256_set1_epi8((char)0x80));
-            }
-            __m256i ua = u;
-            if (is_signed && !X86_VNNI)
-                ua = _mm256_sign_epi8(u, u);
-            UNROLL
-            for (int t = 0; t < NT; t++) {
-                const blk_q8a *xb = (const blk_q8a *)(X + (size_t)t * xs) + b;
-                __m256i xq = _mm256_loadu_si256((const __m256i *)xb->qs);
-                if (is_signed && !X86_VNNI)
-                    xq = _mm256_sign_epi8(xq, u);
-                __m256i init = corr_mul ? _mm256_castsi128_si256(_mm_cvtsi32_si128(corr_mul * xb->sum))
-                                        : _mm256_setzero_si256();
-                __m256i p = dot_u8s8(init, ua, xq);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * xb->d), acc[r][t]);
-                if (has_min)
-                    macc[r][t] += mw * xb->d * (float)xb->sum;
-            }
-        }
-    }
+    for (int64_t b = 0; b < nb; b++)
+        blk32_step(type, NR, NT, b, W, ws, X, xs, acc, macc, tbl);
     UNROLL
     for (int r = 0; r < NR; r++)
         UNROLL
         for (int t = 0; t < NT; t++)
             Y[t * ldy + r] = hsum_ps(acc[r][t]) + macc[r][t];
+}
+
+/* Repacked Q4_0 / Q8_0 (blk_q4_0x8 / blk_q8_0x8 against blk_q8ax8): 32-bit lane k of
+ * every partial sum is block k of the group, so one cvt + one fma per 8 blocks applies
+ * all scales, and the zero-point correction is a vector op per group. */
+AI void k_x8(uint32_t type, int NR, int NT, TILE_ARGS)
+{
+    const size_t gsz = type == ORC_DT_Q4_0 ? sizeof(blk_q4_0x8) : sizeof(blk_q8_0x8);
+    __m256 acc[4][4];
+    float macc[4][4];
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            acc[r][t] = _mm256_setzero_ps();
+            macc[r][t] = 0.0f;
+        }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const int64_t nb = n / QK, ng = nb / 8;
+    for (int64_t g = 0; g < ng; g++) {
+        const blk_q8ax8 *xg[4];
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            xg[t] = (const blk_q8ax8 *)(X + (size_t)t * xs) + g;
+        UNROLL
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *wg = W + (size_t)r * ws + (size_t)g * gsz;
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wg));
+            __m256i p[4];
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                p[t] = _mm256_setzero_si256();
+            if (type == ORC_DT_Q4_0) {
+                UNROLL
+                for (int s4 = 0; s4 < 4; s4++) {
+                    __m256i w = _mm256_loadu_si256((const __m256i *)(wg + 16 + 32 * s4));
+                    __m256i lo = _mm256_and_si256(w, m4);
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+                    UNROLL
+                    for (int t = 0; t < NT; t++) {
+                        p[t] = dot_u8s8(p[t], lo, _mm256_loadu_si256((const __m256i *)(xg[t]->qs + 32 * s4)));
+                        p[t] = dot_u8s8(p[t], hi, _mm256_loadu_si256((const __m256i *)(xg[t]->qs + 32 * (s4 + 4))));
+                    }
+                }
+            } else {
+                UNROLL
+                for (int s8 = 0; s8 < 8; s8++) {
+                    __m256i w = _mm256_loadu_si256((const __m256i *)(wg + 16 + 32 * s8));
+#if X86_VNNI
+                    __m256i u = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
+#else
+                    __m256i u = _mm256_sign_epi8(w, w);
+#endif
+                    UNROLL
+                    for (int t = 0; t < NT; t++) {
+                        __m256i xv = _mm256_loadu_si256((const __m256i *)(xg[t]->qs + 32 * s8));
+#if !X86_VNNI
+                        xv = _mm256_sign_epi8(xv, w);
+#endif
+                        p[t] = dot_u8s8(p[t], u, xv);
+                    }
+                }
+            }
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                __m256i sums = _mm256_loadu_si256((const __m256i *)xg[t]->sum);
+                if (type == ORC_DT_Q4_0)
+                    p[t] = _mm256_sub_epi32(p[t], _mm256_slli_epi32(sums, 3));
+                else if (X86_VNNI)
+                    p[t] = _mm256_sub_epi32(p[t], _mm256_slli_epi32(sums, 7));
+                __m256 sc = _mm256_mul_ps(dw, _mm256_loadu_ps(xg[t]->d));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p[t]), sc, acc[r][t]);
+            }
+        }
+    }
+    const __m256i tbl = iq4nl_table(X86_VNNI);
+    for (int64_t b = ng * 8; b < nb; b++)
+        blk32_step(type, NR, NT, b, W, ws, X, xs, acc, macc, tbl);
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            Y[t * ldy + r] = hsum_ps(acc[r][t]);
 }
 
 /* ------------------------------------------------------------ K-quants */
@@ -531,6 +625,8 @@ DEFINE_TILE(tile_q5_0, k_blk32, ORC_DT_Q5_0)
 DEFINE_TILE(tile_q5_1, k_blk32, ORC_DT_Q5_1)
 DEFINE_TILE(tile_q8_0, k_blk32, ORC_DT_Q8_0)
 DEFINE_TILE(tile_iq4_nl, k_blk32, ORC_DT_IQ4_NL)
+DEFINE_TILE(tile_q4_0x8, k_x8, ORC_DT_Q4_0)
+DEFINE_TILE(tile_q8_0x8, k_x8, ORC_DT_Q8_0)
 DEFINE_TILE(tile_q2_K, k_kquant, ORC_DT_Q2_K)
 DEFINE_TILE(tile_q3_K, k_kquant, ORC_DT_Q3_K)
 DEFINE_TILE(tile_q4_K, k_kquant, ORC_DT_Q4_K)
@@ -546,6 +642,7 @@ const orc_kernels X86_TABLE = {
         [ORC_DT_Q5_1] = tile_q5_1, [ORC_DT_Q8_0] = tile_q8_0, [ORC_DT_IQ4_NL] = tile_iq4_nl,
         [ORC_DT_Q2_K] = tile_q2_K, [ORC_DT_Q3_K] = tile_q3_K, [ORC_DT_Q4_K] = tile_q4_K,
         [ORC_DT_Q5_K] = tile_q5_K, [ORC_DT_Q6_K] = tile_q6_K, [ORC_DT_IQ4_XS] = tile_iq4_xs,
+        [ORC_SLOT_Q4_0X8] = tile_q4_0x8, [ORC_SLOT_Q8_0X8] = tile_q8_0x8,
     },
     .quant_q8a = quant_q8a,
     .quant_q8k = quant_q8k,

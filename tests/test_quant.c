@@ -615,6 +615,24 @@ static void check_isa(const char *isa)
                 free(a2);
                 assert_true(orc_quant_set_isa(isa));
                 run_matmul(t, w, ws, n, x, nt, yi, ldy, r0, r1);
+                if (t == ORC_DT_Q4_0 || t == ORC_DT_Q8_0) {
+                    /* the repacked layout must give the same products on this path */
+                    uint8_t *w2 = malloc(ws * rows);
+                    memcpy(w2, w, ws * rows);
+                    uint32_t rt = orc_quant_repack(t, w2, rows, ws, n);
+                    assert_int_equal(rt, t | ORC_QUANT_REPACKED);
+                    float *yp = calloc((size_t)(ldy * nt), sizeof(float));
+                    double ymax = 0;
+                    for (int64_t i = 0; i < ldy * nt; i++)
+                        ymax = fmax(ymax, fabs(yi[i]));
+                    run_matmul(rt, w2, ws, n, x, nt, yp, ldy, r0, r1);
+                    for (int64_t i = 0; i < ldy * nt; i++)
+                        if (!(fabsf(yp[i] - yi[i]) <= 2e-5 * ymax + 1e-4f * fabsf(yi[i]) + 1e-7f))
+                            fail_msg("%s repacked %s n=%lld n_tok=%lld [%lld]: %g vs %g", isa,
+                                     orc_dtype_name(t), (long long)n, (long long)nt, (long long)i, yp[i], yi[i]);
+                    free(yp);
+                    free(w2);
+                }
                 double mx = 0;
                 for (int64_t i = 0; i < ldy * nt; i++)
                     mx = fmax(mx, fabs(yr[i]));
@@ -638,6 +656,49 @@ static void check_isa(const char *isa)
             free(x);
         }
     }
+    assert_true(orc_quant_set_isa("auto"));
+}
+
+static void test_repack_scalar(void **state)
+{
+    (void)state;
+    const uint32_t types[] = {ORC_DT_Q4_0, ORC_DT_Q8_0};
+    const int64_t n = 256 * 3 + 32 * 5, rows = 5;
+    assert_true(orc_quant_set_isa("scalar"));
+    for (size_t k = 0; k < 2; k++) {
+        uint32_t t = types[k];
+        size_t ws = orc_dtype_row_size(t, n);
+        uint8_t *w = malloc(ws * rows), *w2 = malloc(ws * rows);
+        for (int64_t r = 0; r < rows; r++)
+            random_weights(t, w + r * ws, n);
+        memcpy(w2, w, ws * rows);
+        uint32_t rt = orc_quant_repack(t, w2, rows, ws, n);
+        assert_int_equal(rt, t | ORC_QUANT_REPACKED);
+        assert_true(orc_quant_supported(rt));
+        assert_int_equal(orc_act_row_size(rt, n), orc_act_row_size(t, n));
+        assert_int_not_equal(orc_act_format(rt), orc_act_format(t));
+        assert_true(memcmp(w, w2, ws * rows) != 0);
+        float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+        for (int64_t r = 0; r < rows; r++) {
+            orc_dequant_row(t, w + r * ws, a, n);
+            orc_dequant_row(rt, w2 + r * ws, b, n);
+            assert_memory_equal(a, b, sizeof(float) * n);
+        }
+        float *x = malloc(sizeof(float) * n * 3), y1[15], y2[15];
+        for (int64_t i = 0; i < n * 3; i++)
+            x[i] = frand();
+        run_matmul(t, w, ws, n, x, 3, y1, rows, 0, rows);
+        run_matmul(rt, w2, ws, n, x, 3, y2, rows, 0, rows);
+        for (int i = 0; i < 15; i++)
+            assert_true(fabsf(y1[i] - y2[i]) <= 1e-5f * (fabsf(y1[i]) + 1.0f));
+        free(w);
+        free(w2);
+        free(a);
+        free(b);
+        free(x);
+    }
+    assert_int_equal(orc_quant_repack(ORC_DT_Q4_K, NULL, 1, 144, 256), ORC_DT_Q4_K);
+    assert_false(orc_quant_supported(ORC_DT_Q4_K | ORC_QUANT_REPACKED));
     assert_true(orc_quant_set_isa("auto"));
 }
 
@@ -746,7 +807,7 @@ static int run_bench(const char *filter)
         if (filter && strcmp(filter, orc_dtype_name(t)) != 0)
             continue;
         size_t ws = orc_dtype_row_size(t, n), mat = ws * rows;
-        int copies = (int)((512u << 20) / mat) + 1;
+        int copies = getenv("ORC_BENCH_HOT") ? 1 : (int)((512u << 20) / mat) + 1;
         uint8_t *w = malloc(mat * copies);
         for (int64_t r = 0; r < rows; r++)
             orc_quantize_row(t, src, w + r * ws, n);
@@ -761,6 +822,15 @@ static int run_bench(const char *filter)
         for (int64_t i = 0; i < ntok; i++)
             orc_act_convert(t, xf + i * n, xa + i * as, n);
         float *y = malloc(sizeof(float) * rows * ntok);
+        for (int rp = 0; rp < 2; rp++) {
+        if (rp) {
+            uint32_t rt = orc_quant_repack(t, w, rows * copies, ws, n);
+            if (rt == t)
+                break;
+            t = rt;
+            for (int64_t i = 0; i < ntok; i++)
+                orc_act_convert(t, xf + i * n, xa + i * as, n);
+        }
         for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++) {
             if (!orc_quant_set_isa(isas[ii]))
                 continue;
@@ -775,8 +845,8 @@ static int run_bench(const char *filter)
                     }
                     best = fmin(best, tt / copies);
                 }
-                printf("%-6s %-5s decode  %dT  %2lldx%lld: %7.1f GB/s  (%.3f ms)\n", isas[ii],
-                       orc_dtype_name(t), nth, (long long)rows, (long long)n, mat / best / 1e9, best * 1e3);
+                printf("%-6s %-5s%s decode  %dT  %2lldx%lld: %7.1f GB/s  (%.3f ms)\n", isas[ii],
+                       orc_dtype_name(t & 0xFF), t & ORC_QUANT_REPACKED ? "x8" : "  ", nth, (long long)rows, (long long)n, mat / best / 1e9, best * 1e3);
             }
             for (int nth = 1; nth <= 2; nth++) {
                 bench_job b = {t, w, ws, n, xa, as, ntok, y, rows, 0, rows};
@@ -787,9 +857,11 @@ static int run_bench(const char *filter)
                 double best = 1e9;
                 for (int rep = 0; rep < 2; rep++)
                     best = fmin(best, bench_call(b, nth));
-                printf("%-6s %-5s prefill %dT  512 tok: %7.1f GFLOP/s (%.1f ms; act convert %.2f ms)\n",
-                       isas[ii], orc_dtype_name(t), nth, 2.0 * rows * n * ntok / best / 1e9, best * 1e3, tc * 1e3);
+                printf("%-6s %-5s%s prefill %dT  512 tok: %7.1f GFLOP/s (%.1f ms; act convert %.2f ms)\n",
+                       isas[ii], orc_dtype_name(t & 0xFF), t & ORC_QUANT_REPACKED ? "x8" : "  ", nth,
+                       2.0 * rows * n * ntok / best / 1e9, best * 1e3, tc * 1e3);
             }
+        }
         }
         free(w);
         free(xa);
@@ -811,6 +883,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dequant_llamacpp_files),
         cmocka_unit_test(test_quantize_roundtrip),
         cmocka_unit_test(test_ref_dot_vs_dequant),
+        cmocka_unit_test(test_repack_scalar),
         cmocka_unit_test(test_kernels_avx2),
         cmocka_unit_test(test_kernels_avx512),
         cmocka_unit_test(test_kernels_neon),
