@@ -2390,6 +2390,9 @@ static jv call_builtin(jctx *c, uint32_t pos, int id, args *a)
                               : ceil(((double)st - (double)sp) / (double)-step);
         if (cnt < 0)
             cnt = 0;
+        /* jinja2's sandbox caps range() at MAX_RANGE = 100000 items */
+        if (cnt > 100000.0)
+            FAIL(c, pos, "OverflowError", "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
         if (cnt > (double)c->max_iter)
             FAIL(c, pos, "OverflowError", "range too big, maximum size is %llu", (unsigned long long)c->max_iter);
         jlist *l = jl_new(c, (size_t)cnt);
@@ -2654,10 +2657,14 @@ static jv run_for(jctx *c, const jnode *n, jframe *f, jv iterable, int depth)
 {
     jlist *src = iter_list(c, n->pos, iterable);
     jlist *items = src;
+    jframe *bf = NULL;
     if (n->d) {
         items = jl_new(c, 0);
+        jframe *tf = frame_new(c, f);
         for (size_t i = 0; i < src->n; i++) {
-            jframe *tf = frame_new(c, f);
+            if (++c->iters > c->max_iter)
+                FAIL(c, n->pos, "LimitError", "loop iteration limit (%llu) exceeded", (unsigned long long)c->max_iter);
+            tf->n = 0;
             assign(c, n->pos, tf, n->names, n->nnames, src->v[i]);
             if (jv_truthy(eval(c, n->d, tf)))
                 jl_push(c, items, src->v[i]);
@@ -2680,7 +2687,10 @@ static jv run_for(jctx *c, const jnode *n, jframe *f, jv iterable, int depth)
         if (++c->iters > c->max_iter)
             FAIL(c, n->pos, "LimitError", "loop iteration limit (%llu) exceeded", (unsigned long long)c->max_iter);
         lp->idx = i;
-        jframe *bf = frame_new(c, f);
+        /* one frame per loop, emptied every iteration: assignments are per iteration */
+        if (!bf)
+            bf = frame_new(c, f);
+        bf->n = 0;
         assign(c, n->pos, bf, n->names, n->nnames, items->v[i]);
         frame_set(c, bf, "loop", lv);
         exec(c, n->b, bf);
