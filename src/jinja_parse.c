@@ -63,6 +63,11 @@ _Noreturn void jx_fail(jctx *c, uint32_t pos, const char *kind, const char *fmt,
             int l, cl;
             line_col(c->src, strlen(c->src), pos, &l, &cl);
             snprintf(c->err, c->errlen, "%s: line %d, column %d: %s", kind, l, cl, msg);
+        } else if (pos > 0 && c->src && strcmp(kind, "TemplateError")) {
+            /* runtime errors say where; raise_exception messages stay as the template wrote them */
+            int l, cl;
+            line_col(c->src, strlen(c->src), pos, &l, &cl);
+            snprintf(c->err, c->errlen, "%s: %s (template line %d)", kind, msg, l);
         } else {
             snprintf(c->err, c->errlen, "%s: %s", kind, msg);
         }

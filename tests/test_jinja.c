@@ -208,6 +208,7 @@ static void test_semantics(void **state)
            "TrueTrueTrueTrue");
     expect("{% raw %}{{ x }}{% endraw %}", NULL, "{{ x }}");
     expect_error("{{ u.a }}", NULL, "'u' is undefined");
+    expect_error("line 1\n{% if true %}\n  {{ 1 + none }}{% endif %}", NULL, "TypeError: unsupported operand type(s) for +: 'int' and 'NoneType' (template line 3)");
     expect_error("{{ d.a.b }}", ctx, "has no attribute 'a'");
     expect_error("{{ raise_exception('boom') }}", NULL, "TemplateError: boom");
     expect_error("{% set l = [] %}{{ l.append(1) }}", NULL, "SecurityError");
