@@ -772,6 +772,7 @@ static jnode *parse_primary(parser *p)
             jstr *r = js_new(p->c, NULL, a->len + b->len);
             memcpy(r->s, a->s, a->len);
             memcpy(r->s + a->len, b->s, b->len);
+            jstr_is_ascii(r);
             n->val = jv_str(r);
             p->i++;
         }

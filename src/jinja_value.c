@@ -100,6 +100,8 @@ jstr *js_new(jctx *c, const char *s, size_t n)
     if (n && s)
         memcpy(r->s, s, n);
     r->s[n] = 0;
+    if (s)
+        jstr_is_ascii(r); /* computed now: template literals are shared by concurrent renders */
     return r;
 }
 

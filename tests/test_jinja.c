@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -700,6 +701,57 @@ static void test_benchmark(void **state)
     free(src);
 }
 
+/* One parsed template rendered from several threads at once gives identical text. */
+typedef struct {
+    const jinja_template *t;
+    const json_t *ctx;
+    const char *want;
+    int bad;
+} thread_job;
+
+static void *render_thread(void *arg)
+{
+    thread_job *j = arg;
+    jinja_render_options ro = jinja_default_render_options();
+    ro.now = ref_now();
+    ro.bos_token = "<BOS>";
+    ro.eos_token = "<EOS>";
+    for (int i = 0; i < 50; i++) {
+        char err[256], *out = NULL;
+        if (jinja_render(j->t, j->ctx, &ro, &out, NULL, err, sizeof err) || strcmp(out, j->want))
+            j->bad++;
+        free(out);
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    json_t *ref = tu_load_json(tu_shared("reference/templates/Qwen3-Coder.json"));
+    assert_non_null(ref);
+    size_t slen;
+    char *src = tu_read_file(tu_shared("templates/Qwen3-Coder.jinja"), &slen);
+    assert_non_null(src);
+    char err[256];
+    jinja_template *t = jinja_parse(src, slen, NULL, err, sizeof err);
+    assert_non_null(t);
+    json_t *cs = json_object_get(json_object_get(ref, "cases"), "tools_call");
+    thread_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (thread_job){t, json_object_get(cs, "context"), json_string_value(json_object_get(cs, "output")), 0};
+        assert_int_equal(pthread_create(&th[i], NULL, render_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(jobs[i].bad, 0);
+    }
+    jinja_free(t);
+    free(src);
+    json_decref(ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -707,6 +759,7 @@ int main(void)
         cmocka_unit_test(test_jinja2_cases),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_reference_templates),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_benchmark),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
