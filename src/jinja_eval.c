@@ -1061,7 +1061,160 @@ static bool prefix_match(jstr *s, jv pre, bool end)
     return !memcmp(end ? s->s + s->len - p->len : s->s, p->s, p->len);
 }
 
-/* str.format with {}, {0}, {name}, {{ }} and simple specs are passed through str() */
+/* Python's format(value, spec) for str, int and float: [[fill]align][sign][0][width][,][.prec][type] */
+static void format_spec(jctx *c, uint32_t pos, jbuf *b, jv v, const char *spec, size_t sl)
+{
+    if (sl == 0) {
+        jv_write_str(c, b, v);
+        return;
+    }
+    char fill = ' ', align = 0, sign = '-', type = 0;
+    bool zero = false, group = false;
+    long width = -1, prec = -1;
+    size_t i = 0;
+    if (sl >= 2 && strchr("<>^=", spec[1])) {
+        fill = spec[0];
+        align = spec[1];
+        i = 2;
+    } else if (strchr("<>^=", spec[0])) {
+        align = spec[0];
+        i = 1;
+    }
+    if (i < sl && strchr("+- ", spec[i]))
+        sign = spec[i++];
+    if (i < sl && spec[i] == '#')
+        i++;
+    if (i < sl && spec[i] == '0') {
+        zero = true;
+        i++;
+    }
+    while (i < sl && spec[i] >= '0' && spec[i] <= '9' && width < 100000)
+        width = (width < 0 ? 0 : width * 10) + (spec[i++] - '0');
+    if (i < sl && (spec[i] == ',' || spec[i] == '_')) {
+        group = spec[i] == ',';
+        i++;
+    }
+    if (i < sl && spec[i] == '.') {
+        i++;
+        prec = 0;
+        while (i < sl && spec[i] >= '0' && spec[i] <= '9' && prec < 1000)
+            prec = prec * 10 + (spec[i++] - '0');
+    }
+    if (i < sl)
+        type = spec[i++];
+    if (i != sl || width > 10000)
+        FAIL(c, pos, "ValueError", "Invalid format specifier '%.*s'", (int)sl, spec);
+    jbuf body = {0};
+    bool numeric = false, neg = false;
+    if (v.t == JV_STR || v.t == JV_NONE || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF) {
+        if (type && type != 's')
+            FAIL(c, pos, "ValueError", "Unknown format code '%c' for object of type '%s'", type, jv_typename(v));
+        jstr *str = jv_to_str(c, v);
+        size_t n = str->len;
+        if (prec >= 0) {
+            size_t k = 0, cp = 0;
+            while (k < str->len && cp < (size_t)prec) {
+                k += cp_len_at(str->s + k, str->len - k);
+                cp++;
+            }
+            n = k;
+        }
+        jb_put(c, &body, str->s, n);
+    } else if (isnum(v)) {
+        numeric = true;
+        bool isint = v.t != JV_FLOAT && (!type || strchr("dxXobnc", type));
+        char tmp[512];
+        if (isint) {
+            int64_t x = inum(v);
+            neg = x < 0;
+            uint64_t ux = neg ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
+            if (type == 'x' || type == 'X' || type == 'o')
+                snprintf(tmp, sizeof tmp, type == 'x' ? "%llx" : type == 'X' ? "%llX" : "%llo", (unsigned long long)ux);
+            else if (type == 'b') {
+                int k = 0;
+                char rev[70];
+                do {
+                    rev[k++] = (char)('0' + (ux & 1));
+                    ux >>= 1;
+                } while (ux);
+                for (int q = 0; q < k; q++)
+                    tmp[q] = rev[k - 1 - q];
+                tmp[k] = 0;
+            } else if (type == 'c') {
+                jbuf cb = {0};
+                put_cp(c, &cb, (uint32_t)ux);
+                snprintf(tmp, sizeof tmp, "%.*s", (int)cb.n, cb.p);
+                numeric = false;
+            } else
+                snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)ux);
+        } else {
+            double x = fnum(v);
+            if (v.t == JV_FLOAT && type && strchr("dxXobc", type))
+                FAIL(c, pos, "ValueError", "Unknown format code '%c' for object of type 'float'", type);
+            neg = signbit(x);
+            x = fabs(x);
+            int p = prec < 0 ? 6 : (int)prec;
+            if (!type && prec < 0) {
+                jbuf fb = {0};
+                jv_write_float(&fb, c, x);
+                snprintf(tmp, sizeof tmp, "%.*s", (int)fb.n, fb.p);
+            } else if (type == '%') {
+                snprintf(tmp, sizeof tmp, "%.*f%%", p, x * 100.0);
+            } else if (!type || type == 'n') {
+                snprintf(tmp, sizeof tmp, "%.*g", p ? p : 1, x);
+                if (!strpbrk(tmp, ".einf"))
+                    strcat(tmp, ".0");
+            } else {
+                char f[8] = {'%', '.', '*', type, 0};
+                snprintf(tmp, sizeof tmp, f, p, x);
+            }
+        }
+        if (group) {
+            char *dot = strpbrk(tmp, ".e");
+            size_t intlen = dot ? (size_t)(dot - tmp) : strlen(tmp);
+            for (size_t q = 0; q < intlen; q++) {
+                if (q && (intlen - q) % 3 == 0)
+                    jb_put(c, &body, ",", 1);
+                jb_put(c, &body, tmp + q, 1);
+            }
+            jb_puts(c, &body, tmp + intlen);
+        } else {
+            jb_puts(c, &body, tmp);
+        }
+    } else {
+        jv_write_str(c, &body, v);
+    }
+    const char *sg = numeric ? (neg ? "-" : sign == '+' ? "+" : sign == ' ' ? " " : "") : "";
+    if (zero && !align) {
+        fill = '0';
+        align = '=';
+    }
+    if (!align)
+        align = numeric ? '>' : '<';
+    size_t blen = 0;
+    for (size_t q = 0; q < body.n; q++)
+        if (((unsigned char)body.p[q] & 0xC0) != 0x80)
+            blen++;
+    long pad = width - (long)(blen + strlen(sg));
+    if (pad < 0)
+        pad = 0;
+    long left = align == '<' ? 0 : align == '^' ? pad / 2 : pad;
+    if (align == '=') {
+        jb_puts(c, b, sg);
+        for (long q = 0; q < pad; q++)
+            jb_put(c, b, &fill, 1);
+        jb_put(c, b, body.p ? body.p : "", body.n);
+        return;
+    }
+    for (long q = 0; q < left; q++)
+        jb_put(c, b, &fill, 1);
+    jb_puts(c, b, sg);
+    jb_put(c, b, body.p ? body.p : "", body.n);
+    for (long q = left; q < pad; q++)
+        jb_put(c, b, &fill, 1);
+}
+
+/* str.format: {}, {0}, {name}, {0.attr}, {0[key]}, !r/!s conversions, format specs, {{ }} */
 static jv str_format(jctx *c, uint32_t pos, jstr *fmt, args *a)
 {
     jbuf b = {0};
@@ -1074,31 +1227,84 @@ static jv str_format(jctx *c, uint32_t pos, jstr *fmt, args *a)
         } else if (ch == '}' && i + 1 < fmt->len && fmt->s[i + 1] == '}') {
             jb_put(c, &b, "}", 1);
             i++;
+        } else if (ch == '}') {
+            FAIL(c, pos, "ValueError", "Single '}' encountered in format string");
         } else if (ch == '{') {
             size_t j = i + 1;
             while (j < fmt->len && fmt->s[j] != '}')
                 j++;
             if (j >= fmt->len)
                 FAIL(c, pos, "ValueError", "Single '{' encountered in format string");
-            size_t fl = j - i - 1;
             const char *field = fmt->s + i + 1;
+            size_t fl = j - i - 1;
             const char *colon = memchr(field, ':', fl);
-            size_t namelen = colon ? (size_t)(colon - field) : fl;
-            jv *v = NULL;
-            if (namelen == 0) {
-                v = auto_idx < a->n ? &a->v[auto_idx] : NULL;
+            size_t headlen = colon ? (size_t)(colon - field) : fl;
+            const char *bang = memchr(field, '!', headlen);
+            size_t namelen = bang ? (size_t)(bang - field) : headlen;
+            size_t keylen = 0;
+            while (keylen < namelen && field[keylen] != '.' && field[keylen] != '[')
+                keylen++;
+            jv v;
+            bool found = false;
+            if (keylen == 0) {
+                if (auto_idx < a->n) {
+                    v = a->v[auto_idx];
+                    found = true;
+                }
                 auto_idx++;
             } else if (field[0] >= '0' && field[0] <= '9') {
                 int idx = atoi(field);
-                v = idx < a->n ? &a->v[idx] : NULL;
+                if (idx < a->n) {
+                    v = a->v[idx];
+                    found = true;
+                }
             } else {
                 for (int k = 0; k < a->nk; k++)
-                    if (strlen(a->kn[k]) == namelen && !memcmp(a->kn[k], field, namelen))
-                        v = &a->kv[k];
+                    if (strlen(a->kn[k]) == keylen && !memcmp(a->kn[k], field, keylen)) {
+                        v = a->kv[k];
+                        found = true;
+                    }
+                if (!found)
+                    FAIL(c, pos, "KeyError", "'%.*s'", (int)keylen, field);
             }
-            if (!v)
-                FAIL(c, pos, "IndexError", "Replacement index out of range for positional args tuple");
-            jv_write_str(c, &b, *v);
+            if (!found)
+                FAIL(c, pos, "IndexError", "Replacement index %d out of range for positional args tuple", auto_idx - 1);
+            /* .attr and [key] chains */
+            size_t q = keylen;
+            while (q < namelen) {
+                if (field[q] == '.') {
+                    size_t e = q + 1;
+                    while (e < namelen && field[e] != '.' && field[e] != '[')
+                        e++;
+                    char *nm = xalloc(c, e - q);
+                    memcpy(nm, field + q + 1, e - q - 1);
+                    v = get_attr(c, pos, v, nm, true);
+                    q = e;
+                } else {
+                    size_t e = q + 1;
+                    while (e < namelen && field[e] != ']')
+                        e++;
+                    bool digits = e > q + 1;
+                    for (size_t d = q + 1; d < e; d++)
+                        digits &= field[d] >= '0' && field[d] <= '9';
+                    jv key = digits ? jv_int(strtoll(field + q + 1, NULL, 10)) : mkstr(c, field + q + 1, e - q - 1);
+                    v = get_item(c, pos, v, key);
+                    q = e + 1;
+                }
+                if (v.t == JV_UNDEF)
+                    undef_fail(c, pos, v);
+            }
+            if (bang && bang + 1 < field + headlen && bang[1] == 'r') {
+                jbuf rb = {0};
+                jv_write_repr(c, &rb, v);
+                v = mkstr(c, rb.p ? rb.p : "", rb.n);
+            } else if (bang) {
+                v = jv_str(jv_to_str(c, v));
+            }
+            if (colon)
+                format_spec(c, pos, &b, v, colon + 1, fl - headlen - 1);
+            else
+                jv_write_str(c, &b, v);
             i = j;
         } else {
             jb_put(c, &b, &ch, 1);
