@@ -7,6 +7,7 @@
 #include "tokenizer_int.h"
 #include "testutil.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -735,6 +736,50 @@ static void test_fast_paths(void **state)
     fast_paths_family("qwen2");
 }
 
+/* One vocabulary used from several threads at once gives the reference ids. */
+typedef struct {
+    const orc_vocab *v;
+    const vectors *t;
+    int failures;
+} thread_job;
+
+static void *thread_main(void *arg)
+{
+    thread_job *j = arg;
+    for (int rep = 0; rep < 20; rep++) {
+        for (size_t i = 0; i < j->t->n; i++) {
+            int32_t ids[2048];
+            int32_t n = orc_vocab_tokenize(j->v, j->t->text[i], j->t->len[i], ids, 2048, false,
+                                           false);
+            if (n != j->t->n_ids[i] || memcmp(ids, j->t->ids[i], sizeof *ids * (size_t)n))
+                j->failures++;
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    const char *families[] = {"vocab/ggml-vocab-qwen35.gguf", "vocab/ggml-vocab-llama-spm.gguf"};
+    for (int f = 0; f < 2; f++) {
+        loaded l = load_vocab(families[f]);
+        vectors t = read_vectors(families[f]);
+        pthread_t th[4];
+        thread_job jobs[4];
+        for (int i = 0; i < 4; i++) {
+            jobs[i] = (thread_job){l.v, &t, 0};
+            assert_int_equal(pthread_create(&th[i], NULL, thread_main, &jobs[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            assert_int_equal(jobs[i].failures, 0);
+        }
+        free_vectors(&t);
+        unload(&l);
+    }
+}
+
 static void test_load_speed(void **state)
 {
     (void)state;
@@ -765,6 +810,7 @@ int main(void)
         cmocka_unit_test(test_properties_spm),
         cmocka_unit_test(test_properties_bpe),
         cmocka_unit_test(test_fast_paths),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_load_speed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,10 +1,12 @@
 /* fuzz_tokenizer.c - libFuzzer harness for the tokenizers: loads vocabularies once
  * (ORC_FUZZ_VOCAB, a ':'-separated list of GGUF paths, or by default the llama-spm,
  * llama-bpe and qwen35 test vocabularies under ORC_SHARED_DIR), then tokenizes each input
- * with every vocabulary and flag combination and detokenizes the result. The first byte
- * of the input picks the flags; the rest is the text. */
+ * with every vocabulary and detokenizes the result; the fast paths (BPE word cache,
+ * SentencePiece segments) must give the plain paths' ids. The first byte of the input
+ * picks the flags; the rest is the text. */
 #include "gguf.h"
 #include "tokenizer.h"
+#include "tokenizer_int.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -84,6 +86,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int32_t i = 0; i < n; i++)
             if (ids[i] < 0 || ids[i] >= orc_vocab_n_tokens(v))
                 abort();
+        if (flags & 16) {  /* differential: fast paths against plain paths */
+            size_t saved = tok_bpe_cache_min_len;
+            tok_bpe_cache_min_len = (flags & 32) ? 0 : SIZE_MAX;
+            tok_spm_split = !(flags & 32);
+            int32_t *alt = malloc(sizeof *alt * (size_t)(cap + 1));
+            int32_t m = alt ? orc_vocab_tokenize(v, text, len, alt, cap, add, parse) : n;
+            tok_bpe_cache_min_len = saved;
+            tok_spm_split = true;
+            if (alt && (m != n || memcmp(alt, ids, sizeof *ids * (size_t)n)))
+                abort();
+            free(alt);
+        }
         bool rm = flags & 4, unparse = flags & 8;
         int32_t dn = orc_vocab_detokenize(v, ids, n, NULL, 0, rm, unparse);
         int32_t dcap = dn < 0 ? -dn : dn;
