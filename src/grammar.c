@@ -790,6 +790,7 @@ fail:
 /* ---- matcher pool: hash-consed stacks and interned states shared by clones ---- */
 
 #define SUBSET_MIN_TOKENS 8
+#define NOT_CLEAN 0xFFFFu
 #define BIGMASK_MIN_TOKENS 2048
 #define GRAMMAR_MAX_TOKEN_BYTES 1024 /* longer tokens are excluded from masks */
 #define NODE_EMPTY 0u          /* the empty stack: the root has been matched */
@@ -821,6 +822,10 @@ typedef struct gpool {
     size_t stab_cap;
     uint8_t (*loops)[32];   /* dominant-successor byte sets (see dom_info) */
     uint32_t *loop_succ;    /* the dominant successor of each entry of loops */
+    uint8_t *loop_na;       /* every valid non-ASCII character leads to loop_succ too */
+    size_t cap_loop_na;
+    uint32_t *sfree_c;      /* character-level run (see free_run_chars), UINT32_MAX: unknown */
+    uint32_t *sfree_end;    /* the state where that run ends */
     size_t n_loops, cap_loops, cap_loop_succ;
     uint32_t *tt;           /* per-state transition tables: 256 entries each */
     uint32_t *stt;          /* table index + 1 per state; 0: none */
@@ -872,6 +877,9 @@ static void pool_free(gpool *p)
     free(p->stab);
     free(p->loops);
     free(p->loop_succ);
+    free(p->loop_na);
+    free(p->sfree_c);
+    free(p->sfree_end);
     free(p->tt);
     free(p->stt);
     free(p->sfree);
@@ -957,6 +965,12 @@ static bool states_grow(gpool *p)
     a = realloc(p->sfree, nc * sizeof *p->sfree);
     if (!a) return false;
     p->sfree = a;
+    a = realloc(p->sfree_c, nc * sizeof *p->sfree_c);
+    if (!a) return false;
+    p->sfree_c = a;
+    a = realloc(p->sfree_end, nc * sizeof *p->sfree_end);
+    if (!a) return false;
+    p->sfree_end = a;
     a = realloc(p->sallow, nc * 32);
     if (!a) return false;
     p->sallow = a;
@@ -1019,6 +1033,8 @@ static uint32_t state_intern(gpool *p, const uint32_t *nodes, size_t n)
     p->sloop[id] = 0;
     p->stt[id] = 0;
     p->sfree[id] = UINT32_MAX;
+    p->sfree_c[id] = UINT32_MAX;
+    p->sfree_end[id] = ST_DEAD;
     p->sacc[id] = n > 0 && nodes[0] == NODE_EMPTY;
     uint8_t *allow = p->sallow[id];
     memset(allow, 0, 32);
@@ -1433,8 +1449,12 @@ typedef struct {
     uint32_t child;        /* first child node; children are contiguous */
     uint32_t sub;          /* index+1 into subtree byte sets (0: none, small subtree) */
     uint32_t big;          /* index+1 into bigmasks (0: none) */
+    uint32_t bylen;        /* offset into bylen (clean nodes; hi - ehi entries) */
     uint16_t n_child;
     uint16_t maxdep;       /* longest token in the subtree minus this node's depth */
+    uint16_t maxchars;     /* the same in UTF-8 characters when every token continues with
+                              valid UTF-8 from here (a last character may be cut short);
+                              NOT_CLEAN otherwise */
     uint8_t byte;
 } tnode;
 
@@ -1454,6 +1474,10 @@ struct grammar_vocab {
     size_t n_subsets, cap_subsets;
     uint32_t *bigmasks;    /* token masks of the subtrees of BIGMASK_MIN_TOKENS or more */
     size_t n_bigmasks;
+    /* for clean nodes (see tnode.maxchars): the subtree's tokens ordered by their number
+     * of characters below the node, as (id, chars) pairs */
+    uint32_t (*bylen)[2];
+    size_t n_bylen, cap_bylen;
 };
 
 
@@ -1474,6 +1498,50 @@ static int cmp_tok(const void *a, const void *b)
     if (x->len != y->len)
         return x->len < y->len ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Number of UTF-8 characters in s[0..n) when it is valid UTF-8 (no surrogates or
+ * overlong forms; the last character may be incomplete), else NOT_CLEAN. */
+static uint32_t utf8_chars(const uint8_t *s, uint32_t n)
+{
+    uint32_t i = 0, chars = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        uint32_t len;
+        uint8_t lo = 0x80, hi = 0xBF;
+        if (c < 0x80)
+            len = 1;
+        else if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0)
+                lo = 0xA0;
+            if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0)
+                lo = 0x90;
+            if (c == 0xF4)
+                hi = 0x8F;
+        } else
+            return NOT_CLEAN;
+        for (uint32_t k = 1; k < len && i + k < n; k++) {
+            uint8_t d = s[i + k];
+            if (k == 1 ? (d < lo || d > hi) : (d < 0x80 || d > 0xBF))
+                return NOT_CLEAN;
+        }
+        i += len;
+        chars++;
+    }
+    return chars >= NOT_CLEAN ? NOT_CLEAN : chars;
+}
+
+static int cmp_bylen(const void *a, const void *b)
+{
+    const uint32_t *x = a, *y = b;
+    return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
 /* Build the subtree of node idx covering sorted[lo, hi) at the given depth. The recursion
@@ -1519,6 +1587,29 @@ static bool trie_build(grammar_vocab *v, size_t idx, uint32_t lo, uint32_t hi, u
                 set[s[k] >> 3] |= (uint8_t)(1u << (s[k] & 7));
         }
         v->nodes[idx].sub = (uint32_t)++v->n_subsets;
+        uint32_t maxc = 0;
+        for (uint32_t i = e; i < hi && maxc != NOT_CLEAN; i++) {
+            uint32_t c = utf8_chars((const uint8_t *)v->bytes[v->sorted[i]] + depth,
+                                    v->len[v->sorted[i]] - depth);
+            maxc = c > maxc ? c : maxc;
+        }
+        v->nodes[idx].maxchars = (uint16_t)maxc;
+        if (maxc != NOT_CLEAN) {
+            size_t cnt = hi - e;
+            if (!grow((void **)&v->bylen, &v->cap_bylen, v->n_bylen + cnt, sizeof *v->bylen))
+                return false;
+            uint32_t (*bl)[2] = v->bylen + v->n_bylen;
+            for (uint32_t i = e; i < hi; i++) {
+                bl[i - e][0] = (uint32_t)v->sorted[i];
+                bl[i - e][1] = utf8_chars((const uint8_t *)v->bytes[v->sorted[i]] + depth,
+                                          v->len[v->sorted[i]] - depth);
+            }
+            qsort(bl, cnt, sizeof *bl, cmp_bylen);
+            v->nodes[idx].bylen = (uint32_t)v->n_bylen;
+            v->n_bylen += cnt;
+        }
+    } else {
+        v->nodes[idx].maxchars = NOT_CLEAN;
     }
     uint32_t k = 0;
     for (uint32_t i = e; i < hi; k++) {
@@ -1549,6 +1640,7 @@ void grammar_vocab_free(grammar_vocab *v)
     free(v->nodes);
     free(v->subsets);
     free(v->bigmasks);
+    free(v->bylen);
     free(v);
 }
 
@@ -1643,6 +1735,61 @@ size_t grammar_vocab_trie_nodes(const grammar_vocab *v)
  * those bytes (computed once per state, on demand). Inside a string most bytes lead to
  * the same state (itself, or the next count of a bounded repetition), which lets a mask
  * walk accept whole trie subtrees at once. NULL on error. */
+/* Every valid multi-byte UTF-8 character leads from s to target. Continuation bytes are
+ * tried once per byte class, so this costs a few hundred table lookups. */
+static bool utf8_step(gpool *p, uint32_t s, uint32_t left, uint8_t lo, uint8_t hi,
+                      uint32_t target)
+{
+    if (left == 0)
+        return s == target;
+    const grammar *g = p->g;
+    uint8_t seen[256] = {0};
+    for (unsigned b = lo; b <= hi; b++) {
+        uint8_t c = g->bclass[b];
+        if (seen[c])
+            continue;
+        seen[c] = 1;
+        uint32_t t = advance(p, s, (uint8_t)b);
+        if (t == ST_DEAD || !utf8_step(p, t, left - 1, 0x80, 0xBF, target))
+            return false;
+    }
+    return true;
+}
+
+static bool utf8_uniform(gpool *p, uint32_t s, uint32_t target)
+{
+    static const struct {
+        uint8_t lead_lo, lead_hi, lo, hi, n;
+    } forms[] = {{0xC2, 0xDF, 0x80, 0xBF, 1}, {0xE0, 0xE0, 0xA0, 0xBF, 2},
+                 {0xE1, 0xEC, 0x80, 0xBF, 2}, {0xED, 0xED, 0x80, 0x9F, 2},
+                 {0xEE, 0xEF, 0x80, 0xBF, 2}, {0xF0, 0xF0, 0x90, 0xBF, 3},
+                 {0xF1, 0xF3, 0x80, 0xBF, 3}, {0xF4, 0xF4, 0x80, 0x8F, 3}};
+    const grammar *g = p->g;
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+        uint8_t seen[256] = {0};
+        for (unsigned b = forms[f].lead_lo; b <= forms[f].lead_hi; b++) {
+            if (seen[g->bclass[b]])
+                continue;
+            seen[g->bclass[b]] = 1;
+            uint32_t t = advance(p, s, (uint8_t)b);
+            if (t == ST_DEAD)
+                return false;
+            /* the second byte has the form's own range, later ones 80..BF */
+            const grammar *gg = g;
+            uint8_t seen2[256] = {0};
+            for (unsigned c = forms[f].lo; c <= forms[f].hi; c++) {
+                if (seen2[gg->bclass[c]])
+                    continue;
+                seen2[gg->bclass[c]] = 1;
+                uint32_t t2 = advance(p, t, (uint8_t)c);
+                if (t2 == ST_DEAD || !utf8_step(p, t2, forms[f].n - 1u, 0x80, 0xBF, target))
+                    return false;
+            }
+        }
+    }
+    return !p->error;
+}
+
 static const uint8_t *dom_info(gpool *p, uint32_t s, uint32_t *succ)
 {
     if (p->sloop[s]) {
@@ -1675,13 +1822,18 @@ static const uint8_t *dom_info(gpool *p, uint32_t s, uint32_t *succ)
     for (int b = 0; b < 256; b++)
         if (nx[b] == best && best != ST_DEAD)
             set[b >> 3] |= (uint8_t)(1u << (b & 7));
+    bool na = best != ST_DEAD && utf8_uniform(p, s, best);
+    if (p->error)
+        return NULL;
     if (!grow((void **)&p->loops, &p->cap_loops, p->n_loops + 1, 32) ||
-        !grow((void **)&p->loop_succ, &p->cap_loop_succ, p->n_loops + 1, sizeof *p->loop_succ)) {
+        !grow((void **)&p->loop_succ, &p->cap_loop_succ, p->n_loops + 1, sizeof *p->loop_succ) ||
+        !grow((void **)&p->loop_na, &p->cap_loop_na, p->n_loops + 1, 1)) {
         p->error = "grammar matcher: out of memory";
         return NULL;
     }
     memcpy(p->loops[p->n_loops], set, 32);
     p->loop_succ[p->n_loops] = best;
+    p->loop_na[p->n_loops] = na;
     p->sloop[s] = (uint32_t)++p->n_loops;
     *succ = best;
     return p->loops[p->n_loops - 1];
@@ -1727,17 +1879,88 @@ static uint32_t free_run(gpool *p, uint32_t s)
     return run;
 }
 
-/* Every byte string over set of length <= depth is accepted from s (a sufficient test:
- * false only means "walk the subtree"). */
-static bool all_accepted(gpool *p, uint32_t s, const uint8_t *set, uint32_t depth)
+/* Like free_run, in characters: how many steps the dominant chain keeps taking every
+ * ASCII byte of the dominant set of s and every valid non-ASCII character to the next
+ * state of the chain. */
+static uint32_t free_run_chars(gpool *p, uint32_t s)
 {
-    if (!subset_of(set, p->sallow[s]))
-        return false;
+    if (p->sfree_c[s] != UINT32_MAX)
+        return p->sfree_c[s];
     uint32_t succ;
+    const uint8_t *u0 = dom_info(p, s, &succ);
+    uint32_t run = 0, t = s;
+    if (u0 && p->loop_na[p->sloop[s] - 1]) {
+        uint8_t base[32] = {0};
+        memcpy(base, u0, 16); /* the ASCII half */
+        run = 1;
+        t = succ;
+        if (t == s)
+            run = GRAMMAR_MAX_TOKEN_BYTES;
+        while (run < GRAMMAR_MAX_TOKEN_BYTES && t != ST_DEAD) {
+            uint32_t next;
+            const uint8_t *u = dom_info(p, t, &next);
+            if (!u || !subset_of(base, u) || !p->loop_na[p->sloop[t] - 1])
+                break;
+            run++;
+            if (next == t) {
+                run = GRAMMAR_MAX_TOKEN_BYTES;
+                break;
+            }
+            t = next;
+        }
+    }
+    p->sfree_c[s] = run;
+    p->sfree_end[s] = t;
+    return run;
+}
+
+enum { ACC_NONE, ACC_ALL, ACC_UPTO };
+
+/* Which tokens of trie subtree c (from c's depth on) are accepted from s, when that can
+ * be decided without walking: all of them, those of at most *upto characters (the rest
+ * die at their next character), or "walk the subtree" (ACC_NONE). */
+static int all_accepted(gpool *p, uint32_t s, const grammar_vocab *v, const tnode *c,
+                        uint32_t *upto)
+{
+    const uint8_t *set = v->subsets[c->sub - 1];
+    uint32_t succ;
+    if (subset_of(set, p->sallow[s])) {
+        const uint8_t *dom = dom_info(p, s, &succ);
+        if (dom && subset_of(set, dom) && c->maxdep <= free_run(p, s))
+            return ACC_ALL;
+    }
+    if (c->maxchars == NOT_CLEAN)
+        return ACC_NONE;
+    /* valid UTF-8 below c: ASCII bytes must be dominant, other characters uniform */
+    uint8_t ascii[32] = {0};
+    memcpy(ascii, set, 16);
+    if (!subset_of(ascii, p->sallow[s]))
+        return ACC_NONE;
     const uint8_t *dom = dom_info(p, s, &succ);
-    if (!dom || !subset_of(set, dom))
-        return false;
-    return depth <= free_run(p, s);
+    if (!dom || !subset_of(ascii, dom))
+        return ACC_NONE;
+    uint32_t run = free_run_chars(p, s);
+    if (run == 0)
+        return ACC_NONE;
+    if (c->maxchars <= run)
+        return ACC_ALL;
+    /* longer tokens: decided if no character of the subtree can follow the run */
+    uint32_t end = p->sfree_end[s];
+    if (end == ST_DEAD)
+        return ACC_NONE;
+    const uint8_t *allow = p->sallow[end];
+    bool has_na = false;
+    for (int i = 16; i < 32; i++)
+        has_na |= set[i] != 0;
+    for (int i = 0; i < 16; i++)
+        if (ascii[i] & allow[i])
+            return ACC_NONE;
+    if (has_na)
+        for (int b = 0xC2; b <= 0xF4; b++)
+            if (allow[b >> 3] & (1u << (b & 7)))
+                return ACC_NONE;
+    *upto = run;
+    return ACC_UPTO;
 }
 
 static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, uint32_t *mask)
@@ -1756,7 +1979,16 @@ static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, 
         set_range(mask, v->sorted, c->lo, c->ehi);
         if (!c->n_child)
             continue;
-        if (c->sub && all_accepted(p, s2, v->subsets[c->sub - 1], c->maxdep)) {
+        uint32_t upto = 0;
+        int acc = c->sub ? all_accepted(p, s2, v, c, &upto) : ACC_NONE;
+        if (acc == ACC_UPTO) {
+            const uint32_t (*bl)[2] = (const uint32_t (*)[2])v->bylen + c->bylen;
+            uint32_t n = c->hi - c->ehi;
+            for (uint32_t i = 0; i < n && bl[i][1] <= upto; i++)
+                mask[bl[i][0] >> 5] |= 1u << (bl[i][0] & 31);
+            continue;
+        }
+        if (acc == ACC_ALL) {
             if (c->big) {
                 size_t words = grammar_vocab_mask_words(v);
                 const uint32_t *bm = v->bigmasks + (size_t)(c->big - 1) * words;
