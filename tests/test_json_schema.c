@@ -862,17 +862,17 @@ static void test_token_walks_brute(void **state)
 
 static const char *bench_schemas[] = {
     /* a typical extraction schema */
-    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":150},"
+    ("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":150},"
     "\"email\":{\"type\":\"string\",\"format\":\"email\"},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"maxItems\":5},"
     "\"address\":{\"type\":\"object\",\"properties\":{\"street\":{\"type\":\"string\"},\"city\":{\"type\":\"string\"},\"zip\":{\"type\":\"string\",\"pattern\":\"^[0-9]{5}$\"}},"
-    "\"required\":[\"street\",\"city\"]},\"active\":{\"type\":\"boolean\"}},\"required\":[\"name\",\"age\",\"email\",\"address\",\"active\"]}",
+    "\"required\":[\"street\",\"city\"]},\"active\":{\"type\":\"boolean\"}},\"required\":[\"name\",\"age\",\"email\",\"address\",\"active\"]}"),
     /* tool call with enums and nested arrays */
-    "{\"type\":\"object\",\"properties\":{\"tool\":{\"enum\":[\"search\",\"calculator\",\"weather\"]},\"arguments\":{\"type\":\"object\","
+    ("{\"type\":\"object\",\"properties\":{\"tool\":{\"enum\":[\"search\",\"calculator\",\"weather\"]},\"arguments\":{\"type\":\"object\","
     "\"properties\":{\"query\":{\"type\":\"string\"},\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":100},\"units\":{\"enum\":[\"metric\",\"imperial\"]}},"
-    "\"required\":[\"query\"]},\"confidence\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1}},\"required\":[\"tool\",\"arguments\",\"confidence\"]}",
+    "\"required\":[\"query\"]},\"confidence\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1}},\"required\":[\"tool\",\"arguments\",\"confidence\"]}"),
     /* an array of records with bounded strings */
-    "{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\",\"format\":\"uuid\"},\"title\":{\"type\":\"string\",\"maxLength\":40},"
-    "\"date\":{\"type\":\"string\",\"format\":\"date\"},\"score\":{\"type\":\"number\"}},\"required\":[\"id\",\"title\",\"date\",\"score\"]},\"minItems\":1,\"maxItems\":3}",
+    ("{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\",\"format\":\"uuid\"},\"title\":{\"type\":\"string\",\"maxLength\":40},"
+    "\"date\":{\"type\":\"string\",\"format\":\"date\"},\"score\":{\"type\":\"number\"}},\"required\":[\"id\",\"title\",\"date\",\"score\"]},\"minItems\":1,\"maxItems\":3}"),
 };
 
 static void test_benchmark(void **state)
