@@ -678,15 +678,19 @@ static void test_hostile(void **state)
     expect_error("{% for x in y %}", NULL, "endfor");
 }
 
-static void test_benchmark(void **state)
+static void bench_one(const char *name)
 {
-    (void)state;
+    char rel[256];
+    snprintf(rel, sizeof rel, "templates/%s.jinja", name);
     size_t slen;
-    char *src = tu_read_file(tu_shared("templates/Qwen3-Coder.jinja"), &slen);
-    if (!src)
-        skip();
+    char *src = tu_read_file(tu_shared(rel), &slen);
+    assert_non_null(src);
     char err[512];
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
     jinja_template *t = jinja_parse(src, slen, NULL, err, sizeof err);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double parse_us = (double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) / 1e3;
     assert_non_null(t);
     json_t *ctx = json_object();
     json_t *msgs = json_array();
@@ -701,23 +705,37 @@ static void test_benchmark(void **state)
     jinja_render_options ro = jinja_default_render_options();
     ro.bos_token = "<BOS>";
     ro.eos_token = "<EOS>";
-    int iters = 200;
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    size_t total = 0;
-    for (int i = 0; i < iters; i++) {
-        char *out = NULL;
-        size_t ol;
-        assert_int_equal(jinja_render(t, ctx, &ro, &out, &ol, err, sizeof err), 0);
-        total += ol;
-        free(out);
+    /* best of 10 batches: the machine is shared, the minimum is the stable figure */
+    int iters = 40;
+    double best = 1e30;
+    size_t bytes = 0;
+    for (int batch = 0; batch < 10; batch++) {
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (int i = 0; i < iters; i++) {
+            char *out = NULL;
+            if (jinja_render(t, ctx, &ro, &out, &bytes, err, sizeof err))
+                fail_msg("%s: %s", name, err);
+            free(out);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double us = ((double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) / 1e3) / iters;
+        if (us < best)
+            best = us;
     }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    double us = ((double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) / 1e3) / iters;
-    printf("benchmark: Qwen3-Coder, 20 messages: %.1f us per render (%zu bytes)\n", us, total / (size_t)iters);
+    printf("benchmark: %s, 20 messages: %.1f us per render (%zu bytes), parse %.0f us\n", name, best, bytes,
+           parse_us);
     json_decref(ctx);
     jinja_free(t);
     free(src);
+}
+
+/* Render time of a 20-message conversation with large templates (printed, not asserted). */
+static void test_benchmark(void **state)
+{
+    (void)state;
+    bench_one("Qwen3-Coder");
+    bench_one("moonshotai-Kimi-K2");
+    bench_one("openai-gpt-oss-120b");
 }
 
 /* One parsed template rendered from several threads at once gives identical text. */
