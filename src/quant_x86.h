@@ -242,10 +242,14 @@ AI void k_x8(uint32_t type, int NR, int NT, TILE_ARGS)
         for (int r = 0; r < NR; r++) {
             const uint8_t *wg = W + (size_t)r * ws + (size_t)g * gsz;
             __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)wg));
-            __m256i p[4];
+            /* with few tokens, split each sum over C chains: VNNI's latency would bind */
+            const int C = X86_VNNI ? (NT == 1 ? 4 : NT == 2 ? 2 : 1) : 1;
+            __m256i p[4], pc[4][4];
             UNROLL
             for (int t = 0; t < NT; t++)
-                p[t] = _mm256_setzero_si256();
+                UNROLL
+                for (int c = 0; c < C; c++)
+                    pc[t][c] = _mm256_setzero_si256();
             if (type == ORC_DT_Q4_0) {
                 UNROLL
                 for (int s4 = 0; s4 < 4; s4++) {
@@ -254,8 +258,8 @@ AI void k_x8(uint32_t type, int NR, int NT, TILE_ARGS)
                     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
                     UNROLL
                     for (int t = 0; t < NT; t++) {
-                        p[t] = dot_u8s8(p[t], lo, _mm256_loadu_si256((const __m256i *)(xg[t]->qs + 32 * s4)));
-                        p[t] = dot_u8s8(p[t], hi, _mm256_loadu_si256((const __m256i *)(xg[t]->qs + 32 * (s4 + 4))));
+                        pc[t][(2 * s4) % C] = dot_u8s8(pc[t][(2 * s4) % C], lo, _mm256_loadu_si256((const __m256i *)(xg[t]->qs + 32 * s4)));
+                        pc[t][(2 * s4 + 1) % C] = dot_u8s8(pc[t][(2 * s4 + 1) % C], hi, _mm256_loadu_si256((const __m256i *)(xg[t]->qs + 32 * (s4 + 4))));
                     }
                 }
             } else {
@@ -273,9 +277,16 @@ AI void k_x8(uint32_t type, int NR, int NT, TILE_ARGS)
 #if !X86_VNNI
                         xv = _mm256_sign_epi8(xv, w);
 #endif
-                        p[t] = dot_u8s8(p[t], u, xv);
+                        pc[t][s8 % C] = dot_u8s8(pc[t][s8 % C], u, xv);
                     }
                 }
+            }
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                p[t] = pc[t][0];
+                UNROLL
+                for (int c = 1; c < C; c++)
+                    p[t] = _mm256_add_epi32(p[t], pc[t][c]);
             }
             UNROLL
             for (int t = 0; t < NT; t++) {
@@ -346,10 +357,13 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
         UNROLL
         for (int r = 0; r < NR; r++) {
             const uint8_t *wb = W + (size_t)r * ws + (size_t)i * bsz;
-            __m256i iacc[4];
+            const int C = X86_VNNI ? (NT == 1 ? 4 : NT == 2 ? 2 : 1) : 1;
+            __m256i iacc[4], ic[4][4];
             UNROLL
             for (int t = 0; t < NT; t++)
-                iacc[t] = _mm256_setzero_si256();
+                UNROLL
+                for (int c = 0; c < C; c++)
+                    ic[t][c] = _mm256_setzero_si256();
             float d, dmin = 0.0f;
             __m256i corr16 = _mm256_setzero_si256(); /* per-16 int16 weights for bsums */
             if (type == ORC_DT_Q4_K || type == ORC_DT_Q5_K) {
@@ -379,8 +393,8 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                     for (int t = 0; t < NT; t++) {
                         __m256i x0 = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 64 * j));
                         __m256i x1 = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 64 * j + 32));
-                        iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(lo, x0), s0);
-                        iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(hi, x1), s1);
+                        ic[t][(2 * j) % C] = madd_acc(ic[t][(2 * j) % C], _mm256_maddubs_epi16(lo, x0), s0);
+                        ic[t][(2 * j + 1) % C] = madd_acc(ic[t][(2 * j + 1) % C], _mm256_maddubs_epi16(hi, x1), s1);
                     }
                 }
             } else if (type == ORC_DT_Q6_K) {
@@ -408,7 +422,7 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                         UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
-                            iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(q[k], xv), s);
+                            ic[t][(4 * h + k) % C] = madd_acc(ic[t][(4 * h + k) % C], _mm256_maddubs_epi16(q[k], xv), s);
                         }
                     }
                 }
@@ -437,7 +451,7 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                         UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
-                            iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(u, xv), s);
+                            ic[t][(4 * h + k) % C] = madd_acc(ic[t][(4 * h + k) % C], _mm256_maddubs_epi16(u, xv), s);
                         }
                     }
                 }
@@ -457,7 +471,7 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                         UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
-                            iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(u, xv), s);
+                            ic[t][(4 * h + k) % C] = madd_acc(ic[t][(4 * h + k) % C], _mm256_maddubs_epi16(u, xv), s);
                         }
                     }
                 }
@@ -473,9 +487,16 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                     UNROLL
                     for (int t = 0; t < NT; t++) {
                         __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * g));
-                        iacc[t] = madd_acc(iacc[t], _mm256_maddubs_epi16(va, _mm256_sign_epi8(xv, v)), s);
+                        ic[t][g % C] = madd_acc(ic[t][g % C], _mm256_maddubs_epi16(va, _mm256_sign_epi8(xv, v)), s);
                     }
                 }
+            }
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                iacc[t] = ic[t][0];
+                UNROLL
+                for (int c = 1; c < C; c++)
+                    iacc[t] = _mm256_add_epi32(iacc[t], ic[t][c]);
             }
             UNROLL
             for (int t = 0; t < NT; t++) {
