@@ -1123,7 +1123,7 @@ static void format_spec(jctx *c, uint32_t pos, jbuf *b, jv v, const char *spec, 
     } else if (isnum(v)) {
         numeric = true;
         bool isint = v.t != JV_FLOAT && (!type || strchr("dxXobnc", type));
-        char tmp[512];
+        char tmp[2048];
         if (isint) {
             int64_t x = inum(v);
             neg = x < 0;
@@ -1162,7 +1162,7 @@ static void format_spec(jctx *c, uint32_t pos, jbuf *b, jv v, const char *spec, 
                 snprintf(tmp, sizeof tmp, "%.*f%%", p, x * 100.0);
             } else if (!type || type == 'n') {
                 snprintf(tmp, sizeof tmp, "%.*g", p ? p : 1, x);
-                if (!strpbrk(tmp, ".einf"))
+                if (!strpbrk(tmp, ".einf") && strlen(tmp) + 3 <= sizeof tmp)
                     strcat(tmp, ".0");
             } else {
                 char f[8] = {'%', '.', '*', type, 0};
