@@ -42,6 +42,10 @@ struct orc_context {
     tp_pool *tp;
     int32_t n_ctx, n_batch, n_seq, n_threads;
     orc_kv_type kv_type;
+    bool rot_k, rot_v;          /* Q8_0 cache stores Hadamard-rotated heads (see fwht) */
+    bool smooth_k;              /* Q8_0 cache stores keys minus a per-sequence mean */
+    float *kmean;               /* (n_seq, n_layer, kv_dim_k) */
+    uint8_t *kmean_set;         /* (n_seq, n_layer) */
     int32_t kv_dim_k, kv_dim_v;
     size_t row_k, row_v;        /* bytes of one cached K / V row */
     kv_layer *kv;               /* per layer; sharing layers alias their source */
@@ -58,7 +62,8 @@ struct orc_context {
     void *act;
     size_t act_row_max;
     float *scores;              /* (n_threads, group, n_ctx) */
-    float *kvtmp;               /* (n_threads, 2 * max head dim + 2 blocks) */
+    float *kvtmp;               /* (n_threads, kvtmp_stride) */
+    size_t kvtmp_stride;
     float *logits;              /* (rows, n_vocab) */
     int32_t *logit_row;         /* batch index -> row, or -1 */
     size_t logits_cap, logit_row_cap;
@@ -198,6 +203,36 @@ static void axpy(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
+/* In-place orthonormal Walsh-Hadamard transform of n (a power of two) values; it is its
+ * own inverse. An 8-bit KV cache stores each head rotated by it: dot products are
+ * unchanged (q.k = Hq.Hk), but outlier dimensions are spread over the head, so the
+ * block scale is smaller and the rounding error drops (the idea behind rotated KV
+ * quantization such as QuaRot). */
+static void fwht(float *x, int n)
+{
+    for (int len = 1; len < n; len <<= 1)
+        for (int i = 0; i < n; i += len << 1)
+            for (int j = i; j < i + len; j++) {
+                float a = x[j], b = x[j + len];
+                x[j] = a + b;
+                x[j + len] = a - b;
+            }
+    float s = 1.0f / sqrtf((float)n);
+    for (int i = 0; i < n; i++)
+        x[i] *= s;
+}
+
+static bool is_pow2(int n)
+{
+    return n > 0 && (n & (n - 1)) == 0;
+}
+
+static void fwht_heads(float *x, int heads, int hd)
+{
+    for (int h = 0; h < heads; h++)
+        fwht(x + (size_t)h * hd, hd);
+}
+
 /* ---- KV rows: store and load in the cache's element type ---- */
 
 static size_t kv_row_bytes(orc_kv_type t, int n)
@@ -326,8 +361,8 @@ static void attn_worker(void *arg, int ith, int nth)
     int hdk = hp->head_dim_k, hdv = hp->head_dim_v;
     int group = hp->n_head / hp->n_head_kv;
     float *scores = c->scores + (size_t)ith * group * c->n_ctx;
-    float *kbuf = c->kvtmp + (size_t)ith * (hdk + hdv + 2 * QK8);
-    float *vbuf = kbuf + hdk, *blk = vbuf + hdv;
+    float *kbuf = c->kvtmp + (size_t)ith * c->kvtmp_stride;
+    float *vbuf = kbuf + hdk, *blk = vbuf + hdv, *qrot = blk + 2 * QK8;
     long lo, hi;
     tp_split((long)j->n_tok * hp->n_head_kv, ith, nth, 1, &lo, &hi);
     for (long task = lo; task < hi; task++) {
@@ -338,6 +373,11 @@ static void attn_worker(void *arg, int ith, int nth)
             start = pos - hp->sliding_window + 1;
         int span = pos - start + 1;
         const float *q0 = c->q + (size_t)t * hp->n_head * hdk + (size_t)kvh * group * hdk;
+        if (c->rot_k) {
+            memcpy(qrot, q0, (size_t)group * hdk * sizeof(float));
+            fwht_heads(qrot, group, hdk);
+            q0 = qrot;
+        }
         for (int p = start; p <= pos; p++) {
             kv_load(c->kv_type, kv_cell(c, j->layer, false, seq, p), kvh * hdk, hdk, kbuf, blk);
             for (int g = 0; g < group; g++) {
@@ -370,6 +410,8 @@ static void attn_worker(void *arg, int ith, int nth)
                 axpy(out, scores[(size_t)g * c->n_ctx + (p - start)], vbuf, hdv);
             }
         }
+        if (c->rot_v)
+            fwht_heads(c->att + (size_t)t * hp->n_head * hdv + (size_t)kvh * group * hdv, group, hdv);
     }
 }
 
@@ -469,6 +511,10 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
     c->n_seq = p.n_seq > 0 ? p.n_seq : 1;
     c->kv_dim_k = kv_dim_k;
     c->kv_dim_v = kv_dim_v;
+    c->rot_k = p.kv_type == ORC_KV_Q8_0 && is_pow2(hp->head_dim_k);
+    c->rot_v = p.kv_type == ORC_KV_Q8_0 && is_pow2(hp->head_dim_v);
+    /* soft-capped scores are not shift-invariant, so no smoothing there */
+    c->smooth_k = p.kv_type == ORC_KV_Q8_0 && hp->attn_softcap <= 0.0f;
     c->row_k = kv_row_bytes(p.kv_type, kv_dim_k);
     c->row_v = kv_row_bytes(p.kv_type, kv_dim_v);
     uint64_t per_pos = kv_bytes_per_pos(m, c->row_k, c->row_v) * (uint64_t)c->n_seq;
@@ -502,6 +548,8 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
     c->kv = xcalloc((size_t)hp->n_layer, sizeof *c->kv, &ok);
     c->seqs = xcalloc((size_t)c->n_seq, sizeof *c->seqs, &ok);
     c->seq_logits = xcalloc((size_t)c->n_seq * (size_t)hp->n_vocab, sizeof(float), &ok);
+    c->kmean = xcalloc((size_t)c->n_seq * (size_t)hp->n_layer, (size_t)kv_dim_k * sizeof(float), &ok);
+    c->kmean_set = xcalloc((size_t)c->n_seq, (size_t)hp->n_layer, &ok);
     for (int l = 0; ok && l < hp->n_layer; l++) {
         const orc_layer *ly = &m->layers[l];
         if (ly->kv_source >= 0) {
@@ -543,7 +591,8 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
     }
     int group = hp->n_head / hp->n_head_kv;
     c->scores = xcalloc((size_t)nt * (size_t)group * (size_t)c->n_ctx, sizeof(float), &ok);
-    c->kvtmp = xcalloc((size_t)nt, (size_t)(hp->head_dim_k + hp->head_dim_v + 2 * QK8) * sizeof(float), &ok);
+    c->kvtmp_stride = (size_t)(hp->head_dim_k + hp->head_dim_v + 2 * QK8) + (size_t)group * hp->head_dim_k;
+    c->kvtmp = xcalloc((size_t)nt, c->kvtmp_stride * sizeof(float), &ok);
     /* the activation buffer must hold a batch converted for any weight in the model */
     size_t widest = E > F ? E : F;
     if (od > widest)
@@ -588,7 +637,7 @@ void orc_context_free(orc_context *c)
                 free(c->kv[l].k);
                 free(c->kv[l].v);
             }
-    void *bufs[] = {c->kv, c->seqs, c->seq_logits, c->inv_freq_global, c->inv_freq_local, c->x,
+    void *bufs[] = {c->kv, c->seqs, c->seq_logits, c->kmean, c->kmean_set, c->inv_freq_global, c->inv_freq_local, c->x,
                     c->xn, c->q, c->k, c->v, c->att, c->tmp, c->ffa, c->ffb, c->moe_in, c->moe_out,
                     c->router, c->moe_sel, c->moe_w, c->moe_rows, c->tok_seq, c->tok_pos, c->act,
                     c->scores, c->kvtmp, c->logits, c->logit_row};
@@ -686,6 +735,36 @@ static void moe_ffn(orc_context *c, const orc_layer *l, int n)
     }
 }
 
+/* Key smoothing for the 8-bit cache: softmax is unchanged when the same vector is
+ * subtracted from every key a query sees (q.(k - m) = q.k - q.m, a constant per query),
+ * and keys have large per-channel offsets that are the same at every position. Each
+ * sequence takes m from the keys of its first evaluated chunk and keeps it (it is saved
+ * with the state); storing k - m leaves a much smaller range for the 8-bit blocks. */
+static void set_key_means(orc_context *c, int il, int n)
+{
+    const orc_hparams *hp = &c->m->hp;
+    int kd = c->kv_dim_k;
+    for (int t = 0; t < n; t++) {
+        int seq = c->tok_seq[t];
+        uint8_t *set = &c->kmean_set[(size_t)seq * hp->n_layer + il];
+        if (*set)
+            continue;
+        float *mk = c->kmean + ((size_t)seq * hp->n_layer + il) * kd;
+        int cnt = 0;
+        memset(mk, 0, (size_t)kd * sizeof(float));
+        for (int u = t; u < n; u++)
+            if (c->tok_seq[u] == seq) {
+                const float *k = c->k + (size_t)u * kd;
+                for (int i = 0; i < kd; i++)
+                    mk[i] += k[i];
+                cnt++;
+            }
+        for (int i = 0; i < kd; i++)
+            mk[i] /= (float)cnt;
+        *set = 1;
+    }
+}
+
 /* Evaluates n <= n_batch tokens whose sequences and positions are in tok_seq/tok_pos,
  * and writes logits for the rows listed in want[0..n_want) (batch indices, ascending). */
 static void forward(orc_context *c, const orc_token *tok, int n, const int32_t *want, int n_want,
@@ -741,8 +820,23 @@ static void forward(orc_context *c, const orc_token *tok, int n, const int32_t *
                     rmsnorm(k + (size_t)h * hp->head_dim_k, k + (size_t)h * hp->head_dim_k,
                             fdata(l->k_norm), hp->head_dim_k, hp->rms_eps);
             rope(k, hp->n_head_kv, hp->head_dim_k, hp->n_rot, pos, inv_freq, a->rope);
-            kv_store(c->kv_type, k, kv_cell(c, il, false, c->tok_seq[t], pos), kd);
-            kv_store(c->kv_type, v, kv_cell(c, il, true, c->tok_seq[t], pos), vd);
+        }
+        if (own_kv && c->smooth_k)
+            set_key_means(c, il, n);
+        for (int t = 0; own_kv && t < n; t++) {
+            float *k = c->k + (size_t)t * kd, *v = c->v + (size_t)t * vd;
+            int seq = c->tok_seq[t], pos = c->tok_pos[t];
+            if (c->smooth_k) {
+                const float *mk = c->kmean + ((size_t)seq * hp->n_layer + il) * kd;
+                for (int i = 0; i < kd; i++)
+                    k[i] -= mk[i];
+            }
+            if (c->rot_k)
+                fwht_heads(k, hp->n_head_kv, hp->head_dim_k);
+            if (c->rot_v)
+                fwht_heads(v, hp->n_head_kv, hp->head_dim_v);
+            kv_store(c->kv_type, k, kv_cell(c, il, false, seq, pos), kd);
+            kv_store(c->kv_type, v, kv_cell(c, il, true, seq, pos), vd);
         }
         attn_job aj = {.c = c, .layer = own_kv ? il : l->kv_source, .n_tok = n, .sliding = l->sliding};
         double attn_macs = (double)n * hp->n_head * (c->tok_pos[n - 1] + 1) * (hp->head_dim_k + hp->head_dim_v);
@@ -948,8 +1042,10 @@ int32_t orc_context_n_past(const orc_context *c)
 orc_status orc_seq_clear(orc_context *c, orc_seq s)
 {
     orc_status st = check_seq(c, s);
-    if (st == ORC_OK)
+    if (st == ORC_OK) {
         c->seqs[s] = (seq_state){0};
+        memset(c->kmean_set + (size_t)s * c->m->hp.n_layer, 0, (size_t)c->m->hp.n_layer);
+    }
     return st;
 }
 
@@ -959,6 +1055,7 @@ void orc_context_clear(orc_context *c)
         return;
     for (int s = 0; s < c->n_seq; s++)
         c->seqs[s] = (seq_state){0};
+    memset(c->kmean_set, 0, (size_t)c->n_seq * (size_t)c->m->hp.n_layer);
     c->n_logits = 0;
 }
 
@@ -1033,16 +1130,33 @@ orc_status orc_seq_copy(orc_context *c, orc_seq src, orc_seq dst)
     c->seqs[dst] = c->seqs[src];
     memcpy(c->seq_logits + (size_t)dst * hp->n_vocab, c->seq_logits + (size_t)src * hp->n_vocab,
            (size_t)hp->n_vocab * sizeof(float));
+    size_t nm = (size_t)hp->n_layer * (size_t)c->kv_dim_k;
+    memcpy(c->kmean + (size_t)dst * nm, c->kmean + (size_t)src * nm, nm * sizeof(float));
+    memcpy(c->kmean_set + (size_t)dst * hp->n_layer, c->kmean_set + (size_t)src * hp->n_layer,
+           (size_t)hp->n_layer);
     return ORC_OK;
 }
 
-/* Rotates a stored K row (all KV heads) by delta positions. */
-static void rerotate_k(orc_context *c, const orc_layer *l, uint8_t *row, int delta, float *buf)
+/* Rotates a stored K row (all KV heads) of layer il, sequence seq, by delta positions,
+ * undoing and redoing the 8-bit cache's Hadamard rotation and key smoothing around it. */
+static void rerotate_k(orc_context *c, int il, int seq, uint8_t *row, int delta, float *buf)
 {
     const orc_hparams *hp = &c->m->hp;
+    const float *mk = c->kmean + ((size_t)seq * hp->n_layer + il) * c->kv_dim_k;
     float blk[QK8];
     kv_load(c->kv_type, row, 0, c->kv_dim_k, buf, blk);
-    rope(buf, hp->n_head_kv, hp->head_dim_k, hp->n_rot, delta, layer_inv_freq(c, l), c->m->arch->rope);
+    if (c->rot_k)
+        fwht_heads(buf, hp->n_head_kv, hp->head_dim_k);
+    if (c->smooth_k)
+        for (int i = 0; i < c->kv_dim_k; i++)
+            buf[i] += mk[i];
+    rope(buf, hp->n_head_kv, hp->head_dim_k, hp->n_rot, delta, layer_inv_freq(c, &c->m->layers[il]),
+         c->m->arch->rope);
+    if (c->smooth_k)
+        for (int i = 0; i < c->kv_dim_k; i++)
+            buf[i] -= mk[i];
+    if (c->rot_k)
+        fwht_heads(buf, hp->n_head_kv, hp->head_dim_k);
     kv_store(c->kv_type, buf, row, c->kv_dim_k);
 }
 
@@ -1100,7 +1214,7 @@ orc_status orc_seq_shift(orc_context *c, orc_seq s, int32_t p0, int32_t nd)
                 uint8_t *dk = kv_cell(c, l, false, s, r), *dv = kv_cell(c, l, true, s, r);
                 memmove(dk, kv_cell(c, l, false, s, r + nd), c->row_k);
                 memmove(dv, kv_cell(c, l, true, s, r + nd), c->row_v);
-                rerotate_k(c, ly, dk, -nd, buf);
+                rerotate_k(c, l, s, dk, -nd, buf);
             }
             continue;
         }
@@ -1121,7 +1235,7 @@ orc_status orc_seq_shift(orc_context *c, orc_seq s, int32_t p0, int32_t nd)
             memcpy(tk + (size_t)(r - new_lo) * c->row_k, kv_cell(c, l, false, s, old), c->row_k);
             memcpy(tv + (size_t)(r - new_lo) * c->row_v, kv_cell(c, l, true, s, old), c->row_v);
             if (old != r)
-                rerotate_k(c, ly, tk + (size_t)(r - new_lo) * c->row_k, -nd, buf);
+                rerotate_k(c, l, s, tk + (size_t)(r - new_lo) * c->row_k, -nd, buf);
         }
         for (int32_t r = new_lo; r < new_past; r++) {
             memcpy(kv_cell(c, l, false, s, r), tk + (size_t)(r - new_lo) * c->row_k, c->row_k);
@@ -1188,6 +1302,8 @@ static size_t state_size(const orc_context *c, int32_t n_past, int32_t lo, bool 
             sz += (size_t)(n_past - state_first(c, l, lo)) * (c->row_k + c->row_v);
     if (logits)
         sz += (size_t)c->m->hp.n_vocab * sizeof(float);
+    if (c->smooth_k)
+        sz += (size_t)c->m->hp.n_layer * ((size_t)c->kv_dim_k * sizeof(float) + 1);
     return sz + sizeof(uint64_t);
 }
 
@@ -1237,6 +1353,13 @@ orc_status orc_seq_state_save(const orc_context *c, orc_seq s, void **data, size
     if (q->has_logits) {
         memcpy(p, c->seq_logits + (size_t)s * c->m->hp.n_vocab, (size_t)c->m->hp.n_vocab * sizeof(float));
         p += (size_t)c->m->hp.n_vocab * sizeof(float);
+    }
+    if (c->smooth_k) {
+        size_t nl = (size_t)c->m->hp.n_layer, nm = nl * (size_t)c->kv_dim_k;
+        memcpy(p, c->kmean + (size_t)s * nm, nm * sizeof(float));
+        p += nm * sizeof(float);
+        memcpy(p, c->kmean_set + (size_t)s * nl, nl);
+        p += nl;
     }
     uint64_t sum = fnv1a(1469598103934665603ull, buf, (size_t)(p - buf));
     memcpy(p, &sum, sizeof sum);
@@ -1294,8 +1417,16 @@ orc_status orc_seq_state_load(orc_context *c, orc_seq s, const void *data, size_
             p += c->row_v;
         }
     }
-    if (h.has_logits)
+    if (h.has_logits) {
         memcpy(c->seq_logits + (size_t)s * c->m->hp.n_vocab, p, (size_t)c->m->hp.n_vocab * sizeof(float));
+        p += (size_t)c->m->hp.n_vocab * sizeof(float);
+    }
+    if (c->smooth_k) {
+        size_t nl = (size_t)c->m->hp.n_layer, nm = nl * (size_t)c->kv_dim_k;
+        memcpy(c->kmean + (size_t)s * nm, p, nm * sizeof(float));
+        p += nm * sizeof(float);
+        memcpy(c->kmean_set + (size_t)s * nl, p, nl);
+    }
     c->seqs[s] = (seq_state){.n_past = h.n_past, .ring_lo = h.lo, .has_logits = h.has_logits};
     return ORC_OK;
 }
