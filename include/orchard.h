@@ -313,6 +313,75 @@ ORC_API orc_token orc_sampler_sample(orc_sampler *s, const float *logits);
 ORC_API void orc_sampler_accept(orc_sampler *s, orc_token token);
 ORC_API void orc_sampler_reset(orc_sampler *s);
 
+/* ---- Chat templates -------------------------------------------------------------- */
+
+/* A parsed chat template (the model's tokenizer.chat_template, a Jinja program) with the
+ * BOS/EOS strings it sees. JSON travels as text. Errors: ORC_ERR_FORMAT for syntax errors
+ * ("line L, column C: ...") and templates that raise; ORC_ERR_INVALID_ARGUMENT for
+ * malformed JSON. */
+typedef struct orc_chat_template orc_chat_template;
+
+/* The model's template, or the ChatML fallback when it has none. */
+ORC_API orc_status orc_chat_template_from_model(const orc_model *model, orc_chat_template **out);
+/* src NULL = ChatML fallback; bos/eos may be NULL (""). */
+ORC_API orc_status orc_chat_template_from_source(const char *src, const char *bos, const char *eos,
+                                                 orc_chat_template **out);
+ORC_API orc_status orc_chat_template_set_tokens(orc_chat_template *t, const char *bos, const char *eos);
+ORC_API bool orc_chat_template_is_fallback(const orc_chat_template *t);
+ORC_API void orc_chat_template_free(orc_chat_template *t);
+/* Render with a context object ({"messages": [...], "tools": [...],
+ * "add_generation_prompt": true, ...any other variables}). now = seconds since the epoch
+ * that strftime_now sees (-1: the clock). *out is released with orc_free. */
+ORC_API orc_status orc_chat_template_render(const orc_chat_template *t, const char *context_json,
+                                            int64_t now, char **out, size_t *out_len);
+/* Render a conversation: messages_json an array of {role, content, tool_calls, ...};
+ * tools_json and extra_json (more variables, e.g. {"enable_thinking": false}) may be NULL. */
+ORC_API orc_status orc_chat_apply(const orc_chat_template *t, const char *messages_json,
+                                  const char *tools_json, bool add_generation_prompt,
+                                  const char *extra_json, char **out, size_t *out_len);
+
+/* ---- Guided generation -------------------------------------------------------------- */
+
+typedef struct orc_grammar orc_grammar;
+
+typedef enum orc_grammar_kind {
+    ORC_GRAMMAR_GBNF = 0,        /* llama.cpp's GBNF; root rule "root" unless params->root */
+    ORC_GRAMMAR_JSON_SCHEMA = 1, /* a JSON Schema (draft 2020-12 subset); output is JSON */
+    ORC_GRAMMAR_REGEX = 2        /* a PCRE-style regular expression over the whole output */
+} orc_grammar_kind;
+
+typedef struct orc_grammar_params {
+    orc_grammar_kind kind;
+    bool pretty;        /* JSON Schema: allow indented output (default compact) */
+    const char *root;   /* GBNF: start rule (NULL = "root") */
+} orc_grammar_params;
+
+ORC_API orc_grammar_params orc_grammar_default_params(void);
+/* Compiles a grammar. Unsupported schema keywords, syntax errors and limits are
+ * ORC_ERR_FORMAT or ORC_ERR_UNSUPPORTED with the reason in orc_last_error(). */
+ORC_API orc_status orc_grammar_new(const char *text, size_t len, const orc_grammar_params *params,
+                                   orc_grammar **out);
+ORC_API void orc_grammar_free(orc_grammar *g);
+/* A JSON Schema as the equivalent GBNF text (released with orc_free). */
+ORC_API orc_status orc_json_schema_to_gbnf(const char *schema, size_t len, bool pretty, char **out);
+
+/* Constrains a sampler to a grammar (NULL removes it): orc_sampler_sample then only picks
+ * tokens that keep the output inside the grammar, and end-of-generation tokens only when
+ * the output is complete; orc_sampler_accept advances the grammar. The grammar must
+ * outlive the sampler; the model is used for its vocabulary. orc_sampler_reset restarts
+ * the grammar too. */
+ORC_API orc_status orc_sampler_set_grammar(orc_sampler *s, const orc_model *model,
+                                           const orc_grammar *g);
+/* True when the text accepted so far is a complete sentence of the grammar. */
+ORC_API bool orc_sampler_grammar_complete(const orc_sampler *s);
+/* True when nothing but end-of-generation can follow (generation should stop). */
+ORC_API bool orc_sampler_grammar_done(const orc_sampler *s);
+/* Fast-forward: when the grammar allows exactly one continuation, writes tokens that
+ * spell it (each checked against the grammar) without sampling; returns how many (0 when
+ * the next step is a real choice). The caller evaluates them and passes each to
+ * orc_sampler_accept. */
+ORC_API int32_t orc_sampler_forced_tokens(orc_sampler *s, orc_token *out, int32_t cap);
+
 /* ---- Quantization --------------------------------------------------------------- */
 
 typedef struct orc_quantize_params {
