@@ -2512,6 +2512,11 @@ static jv call_macro(jctx *c, uint32_t pos, struct jmacro *m, args *a, jv caller
     const jnode *def = m->def;
     if (++c->calls > c->max_calls)
         FAIL(c, pos, "RecursionError", "maximum macro call depth (%u) exceeded", c->max_calls);
+    /* calls count against the same work budget as loop iterations: a branching
+     * recursion stays shallow but would otherwise run for ever */
+    if (++c->iters > c->max_iter)
+        FAIL(c, pos, "LimitError", "work limit (%llu loop iterations and macro calls) exceeded",
+             (unsigned long long)c->max_iter);
     jframe *f = frame_new(c, m->closure);
     int np = def->nnames;
     jlist *varargs = jl_new(c, 0);
@@ -2556,8 +2561,10 @@ static jv call_macro(jctx *c, uint32_t pos, struct jmacro *m, args *a, jv caller
             frame_set(c, f, def->names[i],
                       jv_undef(xfmt(c, "parameter '%s' was not provided", def->names[i], NULL)));
     }
-    frame_set(c, f, "varargs", jv_list(varargs));
-    frame_set(c, f, "kwargs", jv_dict(kw));
+    if (m->is_caller || (def->neg & 1))
+        frame_set(c, f, "varargs", jv_list(varargs));
+    if (m->is_caller || (def->neg & 2))
+        frame_set(c, f, "kwargs", jv_dict(kw));
     if (!m->is_caller) {
         if (caller.t && !(def->neg & 4))
             FAIL(c, pos, "TypeError", "macro '%s' was invoked with two values for the special caller argument.",

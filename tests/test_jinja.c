@@ -658,6 +658,25 @@ static void test_hostile(void **state)
     free(blocks);
     /* infinite recursion through a macro */
     expect_error("{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}", NULL, "maximum macro call depth");
+    /* shallow but exponential recursion, with and without output */
+    expect_error("{% macro m(n) %}{% if n > 0 %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}{{ m(40) }}", NULL,
+                 "limit");
+    expect_error("{% macro m(n) %}{% if n > 0 %}{{ m(n - 1) }}{{ m(n - 1) }}{% else %}x{% endif %}{% endmacro %}{{ m(40) }}",
+                 NULL, "limit");
+    {
+        /* with a small work budget the call count is what stops it */
+        char err[256], *out = NULL;
+        const char *src = "{% macro m(n) %}{% if n > 0 %}{{ m(n - 1) }}{{ m(n - 1) }}{% endif %}{% endmacro %}{{ m(40) }}";
+        jinja_template *t = jinja_parse(src, strlen(src), NULL, err, sizeof err);
+        assert_non_null(t);
+        jinja_render_options ro = jinja_default_render_options();
+        ro.max_iterations = 10000;
+        assert_int_equal(jinja_render(t, NULL, &ro, &out, NULL, err, sizeof err), -1);
+        assert_null(out);
+        assert_non_null(strstr(err, "work limit"));
+        jinja_free(t);
+    }
+    expect_error("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}", NULL, "recursion depth");
     /* huge range and long loops */
     expect_error("{% for i in range(1000000000) %}x{% endfor %}", NULL, "Range too big");
     expect_error("{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(10) %}{% endfor %}{% endfor %}{% endfor %}",
