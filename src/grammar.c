@@ -829,11 +829,15 @@ typedef struct gpool {
     size_t n_loops, cap_loops, cap_loop_succ;
     uint32_t *tt;           /* per-state transition tables: 256 entries each */
     uint32_t *stt;          /* table index + 1 per state; 0: none */
-    size_t n_tt, cap_tt;
+    size_t n_tt;
+    uint32_t **tt_chunks;   /* tables in chunks of TT_CHUNK (never moved once written) */
+    size_t n_tt_chunks;
     u64map trans;   /* (state << 8 | byte) + 1 -> next state (ST_DEAD) */
     u64map mcache;  /* (vocab serial << 32 | state) + 1 -> mask slot */
-    uint32_t *masks;
-    size_t n_masks, cap_masks, mask_words_cached;
+    uint32_t **mask_chunks; /* cached masks in chunks of MASK_CHUNK (never moved) */
+    size_t n_mask_chunks;
+    int32_t *mask_counts;   /* allowed tokens of each cached mask */
+    size_t n_masks, cap_mask_counts, mask_words_cached;
     /* expansion scratch */
     uint64_t *work;
     size_t cap_work;
@@ -880,12 +884,17 @@ static void pool_free(gpool *p)
     free(p->loop_na);
     free(p->sfree_c);
     free(p->sfree_end);
-    free(p->tt);
+    for (size_t i = 0; i < p->n_tt_chunks; i++)
+        free(p->tt_chunks[i]);
+    free(p->tt_chunks);
     free(p->stt);
     free(p->sfree);
     u64map_free(&p->trans);
     u64map_free(&p->mcache);
-    free(p->masks);
+    for (size_t i = 0; i < p->n_mask_chunks; i++)
+        free(p->mask_chunks[i]);
+    free(p->mask_chunks);
+    free(p->mask_counts);
     free(p->work);
     free(p->out);
     free(p->vis_keys);
@@ -1158,6 +1167,13 @@ oom:
 }
 
 #define TT_UNKNOWN 0xFFFFFFFEu
+#define TT_CHUNK 1024
+#define MASK_CHUNK 32
+
+static inline uint32_t *tt_row(gpool *p, uint32_t t)
+{
+    return p->tt_chunks[t / TT_CHUNK] + (size_t)(t % TT_CHUNK) * p->g->n_bclass;
+}
 #define MAX_TABLE_ENTRIES (4u << 20) /* 16 MiB of transition tables per matcher family */
 
 static uint32_t advance_slow(gpool *p, uint32_t s, uint8_t byte)
@@ -1190,23 +1206,28 @@ static uint32_t advance(gpool *p, uint32_t s, uint8_t byte)
         return ST_DEAD;
     uint32_t t = p->stt[s];
     if (t) {
-        uint32_t v = p->tt[(size_t)(t - 1) * p->g->n_bclass + p->g->bclass[byte]];
+        uint32_t v = tt_row(p, t - 1)[p->g->bclass[byte]];
         if (v != TT_UNKNOWN)
             return v;
     } else if ((p->n_tt + 1) * p->g->n_bclass <= MAX_TABLE_ENTRIES) {
-        uint32_t *q = p->tt;
-        if (p->n_tt == p->cap_tt) {
-            size_t nc = p->cap_tt ? p->cap_tt * 2 : 64;
-            q = realloc(p->tt, nc * p->g->n_bclass * sizeof *q);
-            if (q) {
-                p->tt = q;
-                p->cap_tt = nc;
+        bool ok = true;
+        if (p->n_tt % TT_CHUNK == 0) {
+            uint32_t **cq = realloc(p->tt_chunks, (p->n_tt_chunks + 1) * sizeof *cq);
+            uint32_t *chunk = malloc((size_t)TT_CHUNK * p->g->n_bclass * sizeof *chunk);
+            if (cq)
+                p->tt_chunks = cq;
+            if (cq && chunk)
+                p->tt_chunks[p->n_tt_chunks++] = chunk;
+            else {
+                free(chunk);
+                ok = false;
             }
         }
-        if (q) {
-            for (uint32_t i = 0; i < p->g->n_bclass; i++)
-                q[p->n_tt * p->g->n_bclass + i] = TT_UNKNOWN;
+        if (ok) {
             t = p->stt[s] = (uint32_t)++p->n_tt;
+            uint32_t *row = tt_row(p, t - 1);
+            for (uint32_t i = 0; i < p->g->n_bclass; i++)
+                row[i] = TT_UNKNOWN;
         }
     }
     byte = p->g->brep[p->g->bclass[byte]];
@@ -1221,7 +1242,7 @@ static uint32_t advance(gpool *p, uint32_t s, uint8_t byte)
     if (p->error)
         return ST_DEAD;
     if (t) {
-        p->tt[(size_t)(t - 1) * p->g->n_bclass + p->g->bclass[byte]] = next;
+        tt_row(p, t - 1)[p->g->bclass[byte]] = next;
     } else if (!u64map_put(&p->trans, key, next)) {
         p->error = "grammar matcher: out of memory";
         return ST_DEAD;
@@ -1456,6 +1477,9 @@ typedef struct {
                               valid UTF-8 from here (a last character may be cut short);
                               NOT_CLEAN otherwise */
     uint8_t byte;
+    uint8_t need;          /* continuation bytes still missing from the character the node's
+                              prefix ends inside (0: at a character boundary) */
+    uint8_t need_lo, need_hi; /* allowed range of the first missing byte */
 } tnode;
 
 struct grammar_vocab {
@@ -1538,6 +1562,54 @@ static uint32_t utf8_chars(const uint8_t *s, uint32_t n)
     return chars >= NOT_CLEAN ? NOT_CLEAN : chars;
 }
 
+/* The prefix p[0..d) ends inside a UTF-8 character: how many continuation bytes are
+ * missing, and the allowed range of the next one. need = 0 otherwise. */
+static void char_in_progress(const uint8_t *p, uint32_t d, uint8_t *need, uint8_t *lo,
+                             uint8_t *hi)
+{
+    *need = 0;
+    *lo = 0x80;
+    *hi = 0xBF;
+    for (uint32_t back = 1; back <= 3 && back <= d; back++) {
+        uint8_t c = p[d - back];
+        if (c >= 0x80 && c <= 0xBF)
+            continue; /* a continuation byte: look further back */
+        uint32_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+                     : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (len > back) {
+            *need = (uint8_t)(len - back);
+            if (back == 1) {
+                if (c == 0xE0)
+                    *lo = 0xA0;
+                else if (c == 0xED)
+                    *hi = 0x9F;
+                else if (c == 0xF0)
+                    *lo = 0x90;
+                else if (c == 0xF4)
+                    *hi = 0x8F;
+            }
+        }
+        return;
+    }
+}
+
+/* Characters in s[0..n) that first completes a character missing `need` continuation
+ * bytes (the first in lo..hi) and then is valid UTF-8 (see utf8_chars); the completed
+ * character counts as one. NOT_CLEAN when invalid. */
+static uint32_t rest_chars(const uint8_t *s, uint32_t n, uint8_t need, uint8_t lo, uint8_t hi)
+{
+    if (need == 0)
+        return utf8_chars(s, n);
+    uint32_t k = 0;
+    for (; k < need && k < n; k++) {
+        uint8_t c = s[k];
+        if (k == 0 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF))
+            return NOT_CLEAN;
+    }
+    uint32_t rest = utf8_chars(s + k, n - k);
+    return rest == NOT_CLEAN || rest + 1 >= NOT_CLEAN ? NOT_CLEAN : rest + 1;
+}
+
 static int cmp_bylen(const void *a, const void *b)
 {
     const uint32_t *x = a, *y = b;
@@ -1587,10 +1659,15 @@ static bool trie_build(grammar_vocab *v, size_t idx, uint32_t lo, uint32_t hi, u
                 set[s[k] >> 3] |= (uint8_t)(1u << (s[k] & 7));
         }
         v->nodes[idx].sub = (uint32_t)++v->n_subsets;
+        uint8_t need, nlo, nhi;
+        char_in_progress((const uint8_t *)v->bytes[v->sorted[lo]], depth, &need, &nlo, &nhi);
+        v->nodes[idx].need = need;
+        v->nodes[idx].need_lo = nlo;
+        v->nodes[idx].need_hi = nhi;
         uint32_t maxc = 0;
         for (uint32_t i = e; i < hi && maxc != NOT_CLEAN; i++) {
-            uint32_t c = utf8_chars((const uint8_t *)v->bytes[v->sorted[i]] + depth,
-                                    v->len[v->sorted[i]] - depth);
+            uint32_t c = rest_chars((const uint8_t *)v->bytes[v->sorted[i]] + depth,
+                                    v->len[v->sorted[i]] - depth, need, nlo, nhi);
             maxc = c > maxc ? c : maxc;
         }
         v->nodes[idx].maxchars = (uint16_t)maxc;
@@ -1601,8 +1678,8 @@ static bool trie_build(grammar_vocab *v, size_t idx, uint32_t lo, uint32_t hi, u
             uint32_t (*bl)[2] = v->bylen + v->n_bylen;
             for (uint32_t i = e; i < hi; i++) {
                 bl[i - e][0] = (uint32_t)v->sorted[i];
-                bl[i - e][1] = utf8_chars((const uint8_t *)v->bytes[v->sorted[i]] + depth,
-                                          v->len[v->sorted[i]] - depth);
+                bl[i - e][1] = rest_chars((const uint8_t *)v->bytes[v->sorted[i]] + depth,
+                                          v->len[v->sorted[i]] - depth, need, nlo, nhi);
             }
             qsort(bl, cnt, sizeof *bl, cmp_bylen);
             v->nodes[idx].bylen = (uint32_t)v->n_bylen;
@@ -1916,6 +1993,29 @@ static uint32_t free_run_chars(gpool *p, uint32_t s)
 
 enum { ACC_NONE, ACC_ALL, ACC_UPTO };
 
+/* All continuation sequences of `need` bytes (the first in lo..hi) from s are accepted and
+ * end in the same state (*target; pass UINT32_MAX - 1 as "not yet known"). */
+static bool completes(gpool *p, uint32_t s, uint32_t need, uint8_t lo, uint8_t hi,
+                      uint32_t *target)
+{
+    if (need == 0) {
+        if (*target == UINT32_MAX - 1)
+            *target = s;
+        return *target == s;
+    }
+    const grammar *g = p->g;
+    uint8_t seen[256] = {0};
+    for (unsigned b = lo; b <= hi; b++) {
+        if (seen[g->bclass[b]])
+            continue;
+        seen[g->bclass[b]] = 1;
+        uint32_t t = advance(p, s, (uint8_t)b);
+        if (t == ST_DEAD || !completes(p, t, need - 1, 0x80, 0xBF, target))
+            return false;
+    }
+    return true;
+}
+
 /* Which tokens of trie subtree c (from c's depth on) are accepted from s, when that can
  * be decided without walking: all of them, those of at most *upto characters (the rest
  * die at their next character), or "walk the subtree" (ACC_NONE). */
@@ -1931,6 +2031,17 @@ static int all_accepted(gpool *p, uint32_t s, const grammar_vocab *v, const tnod
     }
     if (c->maxchars == NOT_CLEAN)
         return ACC_NONE;
+    uint32_t chars = c->maxchars;
+    if (c->need) {
+        /* finish the character in progress first: every completion must reach one state */
+        uint32_t t = UINT32_MAX - 1;
+        if (!completes(p, s, c->need, c->need_lo, c->need_hi, &t) || t == ST_DEAD)
+            return ACC_NONE;
+        if (chars == 1)
+            return ACC_ALL;
+        s = t;
+        chars--;
+    }
     /* valid UTF-8 below c: ASCII bytes must be dominant, other characters uniform */
     uint8_t ascii[32] = {0};
     memcpy(ascii, set, 16);
@@ -1942,7 +2053,7 @@ static int all_accepted(gpool *p, uint32_t s, const grammar_vocab *v, const tnod
     uint32_t run = free_run_chars(p, s);
     if (run == 0)
         return ACC_NONE;
-    if (c->maxchars <= run)
+    if (chars <= run)
         return ACC_ALL;
     /* longer tokens: decided if no character of the subtree can follow the run */
     uint32_t end = p->sfree_end[s];
@@ -1950,7 +2061,7 @@ static int all_accepted(gpool *p, uint32_t s, const grammar_vocab *v, const tnod
         return ACC_NONE;
     const uint8_t *allow = p->sallow[end];
     bool has_na = false;
-    for (int i = 16; i < 32; i++)
+    for (int i = 24; i < 32; i++) /* lead bytes C0..FF */
         has_na |= set[i] != 0;
     for (int i = 0; i < 16; i++)
         if (ascii[i] & allow[i])
@@ -1959,7 +2070,7 @@ static int all_accepted(gpool *p, uint32_t s, const grammar_vocab *v, const tnod
         for (int b = 0xC2; b <= 0xF4; b++)
             if (allow[b >> 3] & (1u << (b & 7)))
                 return ACC_NONE;
-    *upto = run;
+    *upto = run + (c->need ? 1 : 0);
     return ACC_UPTO;
 }
 
@@ -2008,40 +2119,65 @@ static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, 
 static int32_t fill_mask_nl(grammar_matcher *m, const grammar_vocab *v, uint32_t *bitmask)
 {
     size_t words = grammar_vocab_mask_words(v);
-    memset(bitmask, 0, words * sizeof *bitmask);
     gpool *p = m->p;
-    if (m->terminated || p->error)
+    if (m->terminated || p->error) {
+        memset(bitmask, 0, words * sizeof *bitmask);
         return 0;
+    }
     p->stats.mask_calls++;
     uint64_t key = ((uint64_t)v->serial << 32 | m->state) + 1;
     uint32_t *slot = u64map_get(&p->mcache, key);
     if (slot && p->mask_words_cached == words) {
         p->stats.mask_cache_hits++;
-        memcpy(bitmask, p->masks + (size_t)*slot * words, words * sizeof *bitmask);
-    } else {
-        walk(p, v, &v->nodes[0], m->state, bitmask);
-        if (p->error) {
-            memset(bitmask, 0, words * sizeof *bitmask);
-            return 0;
-        }
-        if (p->sacc[m->state])
-            for (int32_t i = 0; i < v->n_eog; i++)
-                bitmask[(uint32_t)v->eog[i] >> 5] |= 1u << ((uint32_t)v->eog[i] & 31);
-        /* cache it (the cache is flushed when full or when the mask size changes) */
-        if (p->mask_words_cached != words || (p->n_masks + 1) * words * 4 > MASK_CACHE_BYTES) {
-            u64map_clear(&p->mcache);
-            p->n_masks = 0;
-            p->mask_words_cached = words;
-        }
-        if (grow((void **)&p->masks, &p->cap_masks, (p->n_masks + 1) * words, sizeof *p->masks)) {
-            memcpy(p->masks + p->n_masks * words, bitmask, words * sizeof *bitmask);
-            if (u64map_put(&p->mcache, key, (uint32_t)p->n_masks))
-                p->n_masks++;
-        }
+        const uint32_t *cm = p->mask_chunks[*slot / MASK_CHUNK] + (size_t)(*slot % MASK_CHUNK) * words;
+        memcpy(bitmask, cm, words * sizeof *bitmask);
+        return p->mask_counts[*slot];
     }
+    memset(bitmask, 0, words * sizeof *bitmask);
+    walk(p, v, &v->nodes[0], m->state, bitmask);
+    if (p->error) {
+        memset(bitmask, 0, words * sizeof *bitmask);
+        return 0;
+    }
+    if (p->sacc[m->state])
+        for (int32_t i = 0; i < v->n_eog; i++)
+            bitmask[(uint32_t)v->eog[i] >> 5] |= 1u << ((uint32_t)v->eog[i] & 31);
     int32_t cnt = 0;
     for (size_t i = 0; i < words; i++)
         cnt += popcount32(bitmask[i]);
+    /* cache it (the cache is flushed when full or when the mask size changes) */
+    if (p->mask_words_cached != words) {
+        for (size_t i = 0; i < p->n_mask_chunks; i++)
+            free(p->mask_chunks[i]);
+        p->n_mask_chunks = 0;
+        u64map_clear(&p->mcache);
+        p->n_masks = 0;
+        p->mask_words_cached = words;
+    }
+    if ((p->n_masks + 1) * words * 4 > MASK_CACHE_BYTES) { /* full: start over */
+        u64map_clear(&p->mcache);
+        p->n_masks = 0;
+    }
+    size_t chunk = p->n_masks / MASK_CHUNK;
+    if (chunk == p->n_mask_chunks) {
+        uint32_t **cq = realloc(p->mask_chunks, (chunk + 1) * sizeof *cq);
+        uint32_t *mem = malloc((size_t)MASK_CHUNK * words * sizeof *mem);
+        if (cq)
+            p->mask_chunks = cq;
+        if (cq && mem)
+            p->mask_chunks[p->n_mask_chunks++] = mem;
+        else
+            free(mem);
+    }
+    if (chunk < p->n_mask_chunks &&
+        grow((void **)&p->mask_counts, &p->cap_mask_counts, p->n_masks + 1,
+             sizeof *p->mask_counts)) {
+        memcpy(p->mask_chunks[chunk] + (p->n_masks % MASK_CHUNK) * words, bitmask,
+               words * sizeof *bitmask);
+        p->mask_counts[p->n_masks] = cnt;
+        if (u64map_put(&p->mcache, key, (uint32_t)p->n_masks))
+            p->n_masks++;
+    }
     return cnt;
 }
 

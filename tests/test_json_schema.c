@@ -756,7 +756,7 @@ static void token_walk(const grammar *g, const grammar_matcher *base, const char
         double dt = now_s() - t0;
         if (times)
             times[(*n_times)++] = dt;
-        if (times && getenv("ORC_GRAMMAR_SLOW") && dt > 1e-3)
+        if (times && getenv("ORC_GRAMMAR_SLOW") && dt > 3e-4)
             printf("slow mask %.2f ms state %llu allowed %d last bytes: %.*s\n", dt * 1e3,
                    (unsigned long long)grammar_matcher_snapshot(m), cnt, n > 12 ? 12 : (int)n, text + (n > 12 ? n - 12 : 0));
         bool eos_ok = (mask[eos >> 5] >> (eos & 31)) & 1;
