@@ -91,16 +91,45 @@ static bool name_in(const char *name, const char *list)
 #define WS_CLASS "\\t\\n\\x0B\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
     "\\x{202F}\\x{205F}\\x{3000}"
 
-/* Rewrites \s and \S as explicit classes. Returns a malloc'd pattern or NULL. */
+/* Code points assigned in Unicode 15.0 and 15.1, after the Unicode 14 tables of PCRE2
+ * 10.42, by the class llama.cpp's tables (Unicode 15.1) give them; added to \p{L}, \p{N},
+ * \p{M} and \p{P} so both agree (harmless where PCRE2 already knows them). */
+static const struct { char cls; const char *extra; } UCD_NEWER[] = {
+    {'L', "\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}"
+          "\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{1B132}"
+          "\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}"
+          "\\x{1E4D0}-\\x{1E4EB}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}"
+          "\\x{31350}-\\x{323AF}"},
+    {'N', "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"},
+    {'M', "\\x{0CF3}\\x{0ECE}\\x{10EFD}-\\x{10EFF}\\x{11241}\\x{11F00}-\\x{11F01}"
+          "\\x{11F03}\\x{11F34}-\\x{11F3A}\\x{11F3E}-\\x{11F42}\\x{13440}"
+          "\\x{13447}-\\x{13455}\\x{1E08F}\\x{1E4EC}-\\x{1E4EF}"},
+    {'P', "\\x{11B00}-\\x{11B09}\\x{11F43}-\\x{11F4F}"},
+};
+
+static const char *newer_extra(char cls)
+{
+    for (size_t i = 0; i < sizeof UCD_NEWER / sizeof UCD_NEWER[0]; i++)
+        if (UCD_NEWER[i].cls == cls)
+            return UCD_NEWER[i].extra;
+    return NULL;
+}
+
+/* Rewrites \s and \S as explicit classes and widens \p{L}, \p{N}, \p{M}, \p{P} by the
+ * newer code points. Returns a malloc'd pattern or NULL. */
 static char *translate_regex(const char *re)
 {
-    size_t cap = strlen(re) * 8 + sizeof WS_CLASS * 8 + 16;
+    size_t n_esc = 0;
+    for (const char *p = re; *p; p++)
+        n_esc += *p == '\\';
+    size_t cap = strlen(re) + n_esc * 640 + 16;
     char *out = malloc(cap), *o = out;
     if (!out)
         return NULL;
     bool inside = false;
     for (const char *p = re; *p; p++) {
         if (*p == '\\' && p[1]) {
+            const char *extra = NULL;
             if (p[1] == 's' || p[1] == 'S') {
                 bool neg = p[1] == 'S';
                 if (inside) {
@@ -112,6 +141,10 @@ static char *translate_regex(const char *re)
                 } else {
                     o += sprintf(o, "[%s%s]", neg ? "^" : "", WS_CLASS);
                 }
+            } else if (p[1] == 'p' && p[2] == '{' && p[3] && p[4] == '}' &&
+                       (extra = newer_extra(p[3])) != NULL) {
+                o += sprintf(o, inside ? "\\p{%c}%s" : "[\\p{%c}%s]", p[3], extra);
+                p += 3;
             } else {
                 *o++ = p[0];
                 *o++ = p[1];
