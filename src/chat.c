@@ -1,6 +1,7 @@
 /* chat.c - the chat layer: validates a conversation, builds the template context
  * (messages, tools, add_generation_prompt, bos/eos, extra variables) and renders it with
- * the model's chat template through the Jinja engine, or with the ChatML fallback. */
+ * the model's chat template through the Jinja engine, or with the ChatML fallback.
+ * Also implements the public chat-template API of orchard.h. */
 #include "chat.h"
 
 #include "common.h"
@@ -363,5 +364,3 @@ orc_status orc_chat_apply(const orc_chat_template *t, const char *messages_json,
     json_decref(extra);
     return st;
 }
-
-void orc_chat_string_free(char *s) { free(s); }

@@ -23,10 +23,10 @@ orc_chat_template *orc_chat_template_new(const char *src, const char *bos, const
  * strings looked up through tokenizer.ggml.{bos,eos}_token_id in tokenizer.ggml.tokens. */
 orc_chat_template *orc_chat_template_from_gguf(const gguf_ctx *g, char *err, size_t errlen);
 
-ORC_API void orc_chat_template_free(orc_chat_template *t);
+void orc_chat_template_free(orc_chat_template *t);
 
 /* True when the template is the built-in ChatML fallback. */
-ORC_API bool orc_chat_template_is_fallback(const orc_chat_template *t);
+bool orc_chat_template_is_fallback(const orc_chat_template *t);
 
 /* The BOS / EOS strings the template sees (never NULL; valid until the template is freed). */
 const char *orc_chat_template_bos(const orc_chat_template *t);
@@ -54,43 +54,7 @@ int orc_chat_render(const char *template_src, const json_t *messages, const json
 /* The ChatML fallback template source. */
 const char *orc_chat_chatml_template(void);
 
-/* ---- Proposed public API (for include/orchard.h; implemented in chat.c) ----------
- * JSON travels as text so the public header needs no JSON library. Errors return a
- * status and set orc_last_error(): ORC_ERR_FORMAT for template syntax errors and for
- * templates that raise (message "TemplateError: ...", "UndefinedError: ..."),
- * ORC_ERR_INVALID_ARGUMENT for malformed JSON or conversations.
- *
- *   typedef struct orc_chat_template orc_chat_template;
- *   orc_status orc_chat_template_from_model(const orc_model *model, orc_chat_template **out);
- *   orc_status orc_chat_template_from_source(const char *src, const char *bos, const char *eos,
- *                                            orc_chat_template **out);
- *   orc_status orc_chat_template_set_tokens(orc_chat_template *t, const char *bos, const char *eos);
- *   ORC_API bool orc_chat_template_is_fallback(const orc_chat_template *t);
- *   ORC_API void orc_chat_template_free(orc_chat_template *t);
- *   orc_status orc_chat_template_render(const orc_chat_template *t, const char *context_json,
- *                                       int64_t now, char **out, size_t *out_len);
- *   orc_status orc_chat_apply(const orc_chat_template *t, const char *messages_json,
- *                             const char *tools_json, bool add_generation_prompt,
- *                             const char *extra_json, char **out, size_t *out_len);
- *   void orc_chat_string_free(char *s);
- */
-/* The model's tokenizer.chat_template (ChatML when it has none) with its BOS/EOS strings. */
-ORC_API orc_status orc_chat_template_from_model(const orc_model *model, orc_chat_template **out);
-/* A template from source (NULL = ChatML); bos/eos may be NULL (""). */
-ORC_API orc_status orc_chat_template_from_source(const char *src, const char *bos, const char *eos,
-                                                 orc_chat_template **out);
-/* Replaces the BOS/EOS strings (NULL keeps the current one). */
-ORC_API orc_status orc_chat_template_set_tokens(orc_chat_template *t, const char *bos, const char *eos);
-/* Renders with a context object given as JSON text: its keys become template variables
- * (messages, tools, add_generation_prompt, enable_thinking, ...), like `cases.*.context`
- * in the reference files. now: seconds since the epoch (UTC) for strftime_now, -1 = clock.
- * *out is NUL-terminated; release it with orc_chat_string_free(). */
-ORC_API orc_status orc_chat_template_render(const orc_chat_template *t, const char *context_json, int64_t now,
-                                            char **out, size_t *out_len);
-/* Renders a conversation: messages_json is an array of {role, content, ...}; tools_json
- * (NULL = none) an array; extra_json (NULL = none) an object of further variables. */
-ORC_API orc_status orc_chat_apply(const orc_chat_template *t, const char *messages_json, const char *tools_json,
-                                  bool add_generation_prompt, const char *extra_json, char **out, size_t *out_len);
-ORC_API void orc_chat_string_free(char *s);
+/* The public entry points (orc_chat_template_from_model/from_source/set_tokens/render,
+ * orc_chat_apply) are declared in orchard.h and implemented in chat.c. */
 
 #endif

@@ -207,14 +207,14 @@ static void test_public_api(void **state)
                      ORC_OK);
     assert_string_equal(out, "<s>[user:hi]</s>2026");
     assert_int_equal(len, strlen(out));
-    orc_chat_string_free(out);
+    orc_free(out);
     assert_int_equal(orc_chat_template_set_tokens(t, "B", NULL), ORC_OK);
     assert_int_equal(orc_chat_apply(t, "[{\"role\": \"user\", \"content\": \"x\"}]", NULL, true, "{\"extra\": 5}",
                                     &out, &len),
                      ORC_OK);
     assert_int_equal(strncmp(out, "B[user:x]", 9), 0);
     assert_string_equal(out + strlen(out) - 1, "5");
-    orc_chat_string_free(out);
+    orc_free(out);
     /* malformed JSON and template errors carry a message */
     assert_int_equal(orc_chat_apply(t, "[{", NULL, true, NULL, &out, &len), ORC_ERR_INVALID_ARGUMENT);
     assert_null(out);
@@ -237,7 +237,7 @@ static void test_public_api(void **state)
     assert_int_equal(orc_chat_apply(t, "[{\"role\": \"user\", \"content\": \"Once\"}]", NULL, true, NULL, &out, NULL),
                      ORC_OK);
     assert_string_equal(out, "<|im_start|>user\nOnce<|im_end|>\n<|im_start|>assistant\n");
-    orc_chat_string_free(out);
+    orc_free(out);
     orc_chat_template_free(t);
     orc_model_free(m);
 }

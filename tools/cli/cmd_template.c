@@ -1,9 +1,7 @@
 /* cmd_template.c - `orchard template`: renders a chat template (a model's own, or a file)
  * with a JSON context, printing the exact prompt text. A client of the public API only
- * (orc_chat_template_*); compiled once orchard.h defines ORC_HAS_CHAT_TEMPLATE. */
+ * (orc_chat_template_*, orc_free). */
 #include "cli.h"
-
-#if defined(ORC_HAS_CHAT_TEMPLATE)
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,12 +143,10 @@ int cmd_template(int argc, char **argv)
     }
     rc = 0;
 done:
-    orc_chat_string_free(out);
+    orc_free(out);
     orc_chat_template_free(t);
     orc_model_free(model);
     free(src);
     free(ctx);
     return rc;
 }
-
-#endif
