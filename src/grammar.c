@@ -1808,6 +1808,16 @@ size_t grammar_vocab_trie_nodes(const grammar_vocab *v)
     return v->n_nodes;
 }
 
+const char *grammar_vocab_token(const grammar_vocab *v, int32_t id, uint32_t *len)
+{
+    if (id < 0 || id >= v->n_tokens) {
+        *len = 0;
+        return NULL;
+    }
+    *len = v->len[id];
+    return v->bytes[id];
+}
+
 /* The dominant successor of state s: the state most allowed bytes lead to, and the set of
  * those bytes (computed once per state, on demand). Inside a string most bytes lead to
  * the same state (itself, or the next count of a bounded repetition), which lets a mask

@@ -120,6 +120,8 @@ int32_t grammar_vocab_n_tokens(const grammar_vocab *v);
 /* Number of uint32 words of a mask: (n_tokens + 31) / 32. */
 size_t grammar_vocab_mask_words(const grammar_vocab *v);
 size_t grammar_vocab_trie_nodes(const grammar_vocab *v);
+/* The bytes of token id as the masks see them (NULL, *len = 0: excluded or EOG). */
+const char *grammar_vocab_token(const grammar_vocab *v, int32_t id, uint32_t *len);
 
 /* Write the set of tokens allowed next into bitmask (bit id of word id/32): a token is
  * allowed when all its bytes are accepted from the current position; EOG ids when the

@@ -1,7 +1,7 @@
-/* grammar_vocab_gguf.c - builds a grammar_vocab (token byte strings for masks) straight
- * from a GGUF file's tokenizer.ggml.* metadata: byte-level BPE ("gpt2": GPT-2's
- * bytes_to_unicode mapping undone) and SentencePiece ("llama": U+2581 as space, <0xXX>
- * byte tokens). Control tokens are excluded; EOS/EOT ids become the EOG set. */
+/* grammar_vocab_gguf.c - builds a grammar_vocab (token byte strings for masks) from a
+ * loaded orc_vocab, or straight from a GGUF file's tokenizer.ggml.* metadata: byte-level
+ * BPE ("gpt2": GPT-2's bytes_to_unicode mapping undone) and SentencePiece ("llama": U+2581
+ * as space, <0xXX> byte tokens). Control tokens are excluded; EOS/EOT ids become EOG. */
 #include "grammar.h"
 #include "grammar_vocab_gguf.h"
 
@@ -140,4 +140,56 @@ done:
     free(bytes);
     free(lens);
     return v;
+}
+
+grammar_vocab *grammar_vocab_from_orc_vocab(const orc_vocab *v)
+{
+    int32_t n = v ? orc_vocab_n_tokens(v) : 0;
+    if (n <= 0)
+        return NULL;
+    char **bytes = calloc((size_t)n, sizeof *bytes);
+    uint32_t *lens = calloc((size_t)n, sizeof *lens);
+    int32_t *eog = malloc((size_t)n * sizeof *eog);
+    int32_t n_eog = 0;
+    grammar_vocab *gv = NULL;
+    if (!bytes || !lens || !eog)
+        goto done;
+    for (int32_t i = 0; i < n; i++) {
+        if (orc_vocab_is_eog(v, i)) {
+            eog[n_eog++] = i;
+            continue;
+        }
+        if (orc_vocab_attr(v, i) & (ORC_TATTR_CONTROL | ORC_TATTR_UNKNOWN | ORC_TATTR_UNUSED))
+            continue;
+        char small[256];
+        int32_t len = orc_vocab_piece(v, i, small, (int32_t)sizeof small, false);
+        char *buf = small;
+        if (len < 0) {
+            buf = malloc((size_t)-len);
+            if (!buf)
+                goto done;
+            len = orc_vocab_piece(v, i, buf, -len, false);
+        }
+        if (len > 0) {
+            bytes[i] = malloc((size_t)len);
+            if (!bytes[i]) {
+                if (buf != small)
+                    free(buf);
+                goto done;
+            }
+            memcpy(bytes[i], buf, (size_t)len);
+            lens[i] = (uint32_t)len;
+        }
+        if (buf != small)
+            free(buf);
+    }
+    gv = grammar_vocab_new(n, (const char *const *)bytes, lens, eog, n_eog);
+done:
+    if (bytes)
+        for (int32_t i = 0; i < n; i++)
+            free(bytes[i]);
+    free(bytes);
+    free(lens);
+    free(eog);
+    return gv;
 }

@@ -535,6 +535,41 @@ static void test_vocab_edge_cases(void **state)
     grammar_vocab_free(v);
 }
 
+/* the integration path (orc_vocab) sees the same token bytes as the GGUF reader here */
+static void test_vocab_from_tokenizer(void **state)
+{
+    (void)state;
+    static const char *files[] = {"vocab/ggml-vocab-llama-bpe.gguf", "vocab/ggml-vocab-llama-spm.gguf"};
+    for (int f = 0; f < 2; f++) {
+        char err[256];
+        gguf_ctx *g = gguf_open(tu_shared(files[f]), true, err, sizeof err);
+        assert_non_null(g);
+        orc_vocab *ov = orc_vocab_load(g, err, sizeof err);
+        if (!ov)
+            fail_msg("orc_vocab_load: %s", err);
+        grammar_vocab *a = grammar_vocab_from_orc_vocab(ov);
+        grammar_vocab *b = grammar_vocab_from_gguf(g, err, sizeof err);
+        assert_non_null(a);
+        assert_non_null(b);
+        int32_t n = grammar_vocab_n_tokens(a), differ = 0;
+        assert_int_equal(n, grammar_vocab_n_tokens(b));
+        for (int32_t id = 0; id < n; id++) {
+            uint32_t la, lb;
+            const char *pa = grammar_vocab_token(a, id, &la);
+            const char *pb = grammar_vocab_token(b, id, &lb);
+            if (la != lb || (la && memcmp(pa, pb, la) != 0))
+                differ++;
+        }
+        if (differ)
+            fail_msg("%s: %d of %d tokens differ between orc_vocab and GGUF decoding", files[f],
+                     differ, n);
+        grammar_vocab_free(a);
+        grammar_vocab_free(b);
+        orc_vocab_free(ov);
+        gguf_close(g);
+    }
+}
+
 /* clones used from two threads at once share the pool safely */
 typedef struct {
     const grammar_matcher *base;
@@ -584,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_matcher),
         cmocka_unit_test(test_vocab_edge_cases),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_vocab_from_tokenizer),
         cmocka_unit_test(test_masks_llama3),
         cmocka_unit_test(test_masks_spm),
     };
