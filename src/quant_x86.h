@@ -327,11 +327,15 @@ AI void k4_scales(const uint8_t *s, uint8_t *sc, uint8_t *mn)
     memcpy(mn + 4, &d, 4);
 }
 
-/* int16 vector: scale a in the low 128 bits, b in the high */
-AI __m256i sc_pair(int a, int b)
+/* from 16 int16 scales: scale 2c in the low 128 bits, 2c+1 in the high (2 ops) */
+AI __m256i sc_pair_v(__m256i sc16, int c)
 {
-    return _mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a));
+    __m256i d = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(c));
+    const __m256i m = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                       2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    return _mm256_shuffle_epi8(d, m);
 }
+
 
 AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
 {
@@ -418,7 +422,7 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
                     UNROLL
                     for (int k = 0; k < 4; k++) {
-                        __m256i s = sc_pair(b->scales[8 * h + 2 * k], b->scales[8 * h + 2 * k + 1]);
+                        __m256i s = sc_pair_v(sc16, 4 * h + k);
                         UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
@@ -447,7 +451,7 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                         __m256i u = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * k), m3);
                         __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), m1);
                         u = _mm256_or_si256(u, _mm256_slli_epi16(hb, 2));
-                        __m256i s = sc_pair(sc[8 * h + 2 * k], sc[8 * h + 2 * k + 1]);
+                        __m256i s = sc_pair_v(sc16, 4 * h + k);
                         UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
@@ -461,13 +465,14 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
                 dmin = h2f(b->dmin);
                 __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales);
                 corr16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s8, 4), _mm_set1_epi8(0x0F)));
+                __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(s8, _mm_set1_epi8(0x0F)));
                 UNROLL
                 for (int h = 0; h < 2; h++) {
                     __m256i qv = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
                     UNROLL
                     for (int k = 0; k < 4; k++) {
                         __m256i u = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * k), m3);
-                        __m256i s = sc_pair(b->scales[8 * h + 2 * k] & 0xF, b->scales[8 * h + 2 * k + 1] & 0xF);
+                        __m256i s = sc_pair_v(sc16, 4 * h + k);
                         UNROLL
                         for (int t = 0; t < NT; t++) {
                             __m256i xv = _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * k));
