@@ -7,6 +7,7 @@
 #include "tokenizer_int.h"
 #include "testutil.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -780,6 +783,160 @@ static void test_threads(void **state)
     }
 }
 
+/* ---- differential against llama.cpp itself ---------------------------------------- */
+
+/* With ORC_LLAMA_LIB naming a libllama.so (e.g. from the npm package
+ * @node-llama-cpp/linux-x64), random texts and all test strings are tokenized and
+ * detokenized by both and must agree. llama_model_params is passed as an opaque blob
+ * from llama_model_default_params(); the offset of its vocab_only flag is found by
+ * trying candidates in child processes. */
+typedef struct { unsigned char b[1024]; } ll_params;
+static struct {
+    ll_params (*defaults)(void);
+    void (*backend_init)(void);
+    void (*log_set)(void (*)(int, const char *, void *), void *);
+    void *(*load)(const char *, ll_params);
+    void (*model_free)(void *);
+    void *(*vocab)(void *);
+    int32_t (*tokenize)(void *, const char *, int32_t, int32_t *, int32_t, bool, bool);
+    int32_t (*detokenize)(void *, const int32_t *, int32_t, char *, int32_t, bool, bool);
+    int vocab_only;
+} ll;
+
+static void ll_quiet(int level, const char *text, void *user)
+{
+    (void)level;
+    (void)text;
+    (void)user;
+}
+
+static void *ll_load(const char *path)
+{
+    ll_params p = ll.defaults();
+    p.b[ll.vocab_only] = 1;
+    return ll.load(path, p);
+}
+
+static bool ll_open(void)
+{
+    const char *lib = getenv("ORC_LLAMA_LIB");
+    if (!lib || !*lib)
+        return false;
+    void *h = dlopen(lib, RTLD_NOW);
+    if (!h)
+        fail_msg("ORC_LLAMA_LIB: %s", dlerror());
+    *(void **)&ll.defaults = dlsym(h, "llama_model_default_params");
+    *(void **)&ll.backend_init = dlsym(h, "llama_backend_init");
+    *(void **)&ll.log_set = dlsym(h, "llama_log_set");
+    *(void **)&ll.load = dlsym(h, "llama_model_load_from_file");
+    *(void **)&ll.model_free = dlsym(h, "llama_model_free");
+    *(void **)&ll.vocab = dlsym(h, "llama_model_get_vocab");
+    *(void **)&ll.tokenize = dlsym(h, "llama_tokenize");
+    *(void **)&ll.detokenize = dlsym(h, "llama_detokenize");
+    if (!ll.defaults || !ll.backend_init || !ll.log_set || !ll.load || !ll.model_free ||
+        !ll.vocab || !ll.tokenize || !ll.detokenize)
+        fail_msg("ORC_LLAMA_LIB lacks the llama_* functions this test needs");
+    ll.log_set(ll_quiet, NULL);
+    ll.backend_init();
+    ll_params d = ll.defaults();
+    const char *probe = tu_shared("vocab/ggml-vocab-gpt-2.gguf");
+    int order[256], n = 0;
+    int likely[] = {72, 64, 56, 80, 48};
+    for (int i = 0; i < 5; i++)
+        order[n++] = likely[i];
+    for (int off = 16; off < 256; off++)
+        if (off != 72 && off != 64 && off != 56 && off != 80 && off != 48)
+            order[n++] = off;
+    for (int i = 0; i < n; i++) {
+        if (d.b[order[i]] != 0)
+            continue;
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            ll.vocab_only = order[i];
+            void *m = ll_load(probe);
+            _exit(m ? 0 : 1);
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+            ll.vocab_only = order[i];
+            return true;
+        }
+    }
+    fail_msg("ORC_LLAMA_LIB: cannot find llama_model_params.vocab_only");
+    return false;
+}
+
+static void differential_family(const char *family, int rounds)
+{
+    char rel[128];
+    snprintf(rel, sizeof rel, "vocab/ggml-vocab-%s.gguf", family);
+    loaded l = load_vocab(rel);
+    void *m = ll_load(tu_shared(rel));
+    assert_non_null(m);
+    void *lv = ll.vocab(m);
+    vectors t = read_vectors(rel);
+    enum { CAP = 8192 };
+    int32_t *a = malloc(sizeof *a * CAP), *b = malloc(sizeof *b * CAP);
+    char *da = malloc(CAP * 4), *db = malloc(CAP * 4), text[600];
+    int bad = 0;
+    for (int r = 0; r < rounds + (int)t.n; r++) {
+        const char *s = text;
+        size_t n;
+        if (r < (int)t.n) {
+            s = t.text[r];
+            n = t.len[r];
+        } else {
+            n = random_text(text, sizeof text, r % 2 == 0);
+            /* llama.cpp aborts (uncaught std::invalid_argument) on code points past
+             * U+10FFFF in BPE vocabularies; Orchard reads them as U+FFFD */
+            if (memmem(text, n, "\xF4\x90\x80\x80", 4))
+                continue;
+        }
+        bool add = r & 1, parse = r & 2, rm = r & 4, unparse = r & 8;
+        int32_t na = ll.tokenize(lv, s, (int32_t)n, a, CAP, add, parse);
+        int32_t nb = orc_vocab_tokenize(l.v, s, n, b, CAP, add, parse);
+        if (na != nb || memcmp(a, b, sizeof *a * (size_t)(na > 0 ? na : 0))) {
+            if (bad++ < 3) {
+                fprintf(stderr, "%s: round %d differs from llama.cpp\n", family, r);
+                print_ids("llama.cpp", a, na);
+                print_ids("orchard  ", b, nb);
+            }
+            continue;
+        }
+        int32_t la = ll.detokenize(lv, a, na, da, CAP * 4, rm, unparse);
+        int32_t lb = orc_vocab_detokenize(l.v, b, nb, db, CAP * 4, rm, unparse);
+        if (la != lb || memcmp(da, db, (size_t)(la > 0 ? la : 0))) {
+            if (bad++ < 3)
+                fprintf(stderr, "%s: round %d detokenizes differently\n", family, r);
+        }
+    }
+    fprintf(stderr, "[ llama.cpp ] %-10s %d texts, %d differences\n", family, rounds + (int)t.n,
+            bad);
+    assert_int_equal(bad, 0);
+    free(a);
+    free(b);
+    free(da);
+    free(db);
+    free_vectors(&t);
+    ll.model_free(m);
+    unload(&l);
+}
+
+static void test_llama_cpp_differential(void **state)
+{
+    (void)state;
+    if (!ll_open()) {
+        fprintf(stderr, "[ SKIPPED ] set ORC_LLAMA_LIB=/path/to/libllama.so to compare with "
+                        "llama.cpp\n");
+        skip();
+    }
+    const char *families[] = {"llama-spm", "phi-3", "llama-bpe", "qwen2", "qwen35", "gpt-2"};
+    for (int i = 0; i < 6; i++)
+        differential_family(families[i], 2000);
+}
+
 static void test_load_speed(void **state)
 {
     (void)state;
@@ -811,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_properties_bpe),
         cmocka_unit_test(test_fast_paths),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_llama_cpp_differential),
         cmocka_unit_test(test_load_speed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
