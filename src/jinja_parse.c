@@ -1035,6 +1035,8 @@ static jnode *parse_condexpr(parser *p)
         }
         p->soft--;
         e1 = n;
+        /* unknown names in these branches are legitimately deferred to run time */
+        p->n_unknown = unk;
     }
     leave(p);
     return e1;

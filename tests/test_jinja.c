@@ -608,6 +608,9 @@ static const struct {
     {"{{ \"{:d}\".format(1.5) }}", NULL},
     {"{{ \"{:c}\".format(65) }}{{ \"{:,.2f}\".format(1234567.891) }}{{ \"{}\".format([1, 'a']) }}{{ \"{:>10}\".format(none|string) }}",
      "A1,234,567.89[1, 'a']      None"},
+    {"{{ ((n if x else 2.5|nosuch.values()) is true) }}|{{ (1 if true else (2|nosuch)) ~ 'x' }}",
+     "False|1x"},
+    {"{{ ((n if x else 2.5|nosuch) ~ (3|nosuch2)) }}", NULL},
 };
 
 static void test_jinja2_cases(void **state)
