@@ -4,6 +4,7 @@
 #include "model.h"
 
 #include "dtype.h"
+#include "grammar.h"
 #include "quant.h"
 
 #include <inttypes.h>
@@ -336,6 +337,7 @@ void orc_model_free(orc_model *m)
 {
     if (!m)
         return;
+    grammar_vocab_free(m->gvocab);
     orc_vocab_free(m->vocab);
     gguf_close(m->gguf);
     free(m->layers);

@@ -58,8 +58,11 @@ typedef struct orc_hparams {
     const float *rope_freqs;            /* optional Llama 3 per-dimension factors (n_rot/2) */
 } orc_hparams;
 
+struct grammar_vocab;
+
 struct orc_model {
     gguf_ctx *gguf;
+    struct grammar_vocab *gvocab; /* token trie for guided generation, built on first use */
     orc_vocab *vocab;
     const orc_arch *arch;
     char arch_name[64];

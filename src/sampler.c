@@ -1,7 +1,9 @@
-/* sampler.c - token sampling: repetition/presence/frequency penalties over a window of
- * recent tokens, then greedy, or temperature with top-k, top-p and min-p filtering,
- * drawn with a seeded xoshiro256** generator so the same seed gives the same output. */
+/* sampler.c - token sampling: an optional grammar mask (guided generation), repetition/
+ * presence/frequency penalties over a window of recent tokens, then greedy, or
+ * temperature with top-k, top-p and min-p filtering, drawn with a seeded xoshiro256**
+ * generator so the same seed gives the same output. */
 #include "common.h"
+#include "guided.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,6 +23,11 @@ struct orc_sampler {
     int32_t *counts;    /* occurrences of each token in the window */
     float *work;        /* penalized logits */
     cand *cands;
+    /* guided generation */
+    const orc_model *model;
+    const grammar_vocab *gvocab;
+    grammar_matcher *gm;
+    uint32_t *mask;
 };
 
 orc_sampler_params orc_sampler_default_params(void)
@@ -107,6 +114,8 @@ void orc_sampler_free(orc_sampler *s)
     free(s->counts);
     free(s->work);
     free(s->cands);
+    grammar_matcher_free(s->gm);
+    free(s->mask);
     free(s);
 }
 
@@ -119,11 +128,17 @@ void orc_sampler_reset(orc_sampler *s)
         s->rng[i] = splitmix64(&x);
     s->hist_len = s->hist_pos = 0;
     memset(s->counts, 0, (size_t)s->n_vocab * sizeof *s->counts);
+    if (s->gm)
+        grammar_matcher_reset(s->gm);
 }
 
 void orc_sampler_accept(orc_sampler *s, orc_token t)
 {
-    if (!s || t < 0 || t >= s->n_vocab || s->p.penalty_last_n == 0)
+    if (!s || t < 0 || t >= s->n_vocab)
+        return;
+    if (s->gm && !grammar_accept_token(s->gm, s->gvocab, t))
+        orc_log(ORC_LOG_WARN, "sampler: token %d is not allowed by the grammar here; ignored by it", t);
+    if (s->p.penalty_last_n == 0)
         return;
     int32_t cap = s->p.penalty_last_n;
     if (s->hist_len == cap) {
@@ -185,6 +200,14 @@ orc_token orc_sampler_sample(orc_sampler *s, const float *logits)
     const orc_sampler_params *p = &s->p;
     float *w = s->work;
     memcpy(w, logits, (size_t)s->n_vocab * sizeof *w);
+    if (s->gm) {
+        int32_t allowed = grammar_fill_mask(s->gm, s->gvocab, s->mask);
+        if (allowed == 0) /* terminated or stuck: only the end can come */
+            return orc_token_eos(s->model) >= 0 ? orc_token_eos(s->model) : -1;
+        for (int32_t i = 0; i < s->n_vocab; i++)
+            if (!(s->mask[i >> 5] >> (i & 31) & 1))
+                w[i] = -INFINITY;
+    }
     bool penalize = p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f ||
                     p->frequency_penalty != 0.0f;
     if (penalize && s->hist_len > 0) {
@@ -257,4 +280,99 @@ orc_token orc_sampler_sample(orc_sampler *s, const float *logits)
             return c[i].id;
     }
     return c[n - 1].id;
+}
+
+/* ---- guided generation ---- */
+
+orc_status orc_sampler_set_grammar(orc_sampler *s, const orc_model *model, const orc_grammar *g)
+{
+    if (!s)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "sampler is NULL");
+    grammar_matcher_free(s->gm);
+    free(s->mask);
+    s->gm = NULL;
+    s->mask = NULL;
+    if (!g)
+        return ORC_OK;
+    if (!model)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "a grammar needs the model for its vocabulary");
+    if (orc_model_n_vocab(model) != s->n_vocab)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "the sampler has %d tokens but the model %d", s->n_vocab,
+                        orc_model_n_vocab(model));
+    const grammar_vocab *gv = orc_model_grammar_vocab(model);
+    if (!gv)
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory building the vocabulary trie");
+    s->gm = grammar_matcher_new(orc_grammar_internal(g));
+    s->mask = calloc(grammar_vocab_mask_words(gv), sizeof *s->mask);
+    if (!s->gm || !s->mask) {
+        grammar_matcher_free(s->gm);
+        free(s->mask);
+        s->gm = NULL;
+        s->mask = NULL;
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory for the grammar matcher");
+    }
+    s->model = model;
+    s->gvocab = gv;
+    return ORC_OK;
+}
+
+bool orc_sampler_grammar_complete(const orc_sampler *s)
+{
+    return s && s->gm && grammar_matcher_is_complete(s->gm);
+}
+
+bool orc_sampler_grammar_done(const orc_sampler *s)
+{
+    if (!s || !s->gm)
+        return false;
+    if (grammar_matcher_is_terminated(s->gm) || grammar_matcher_error(s->gm))
+        return true;
+    /* complete, and no byte can extend it */
+    if (!grammar_matcher_is_complete(s->gm))
+        return false;
+    uint8_t set[32];
+    grammar_matcher_allowed_bytes(s->gm, set);
+    for (int i = 0; i < 32; i++)
+        if (set[i])
+            return false;
+    return true;
+}
+
+int32_t orc_sampler_forced_tokens(orc_sampler *s, orc_token *out, int32_t cap)
+{
+    if (!s || !s->gm || !out || cap <= 0)
+        return 0;
+    uint8_t bytes[256];
+    size_t nb = grammar_matcher_forced_bytes(s->gm, bytes, sizeof bytes);
+    if (nb == 0)
+        return 0;
+    /* Spell the forced bytes greedily with the longest allowed token that is a prefix of
+     * what remains (the allowed set is tiny here: only prefixes of the forced text), then
+     * roll the matcher back: the caller accepts the tokens as it evaluates them. */
+    grammar_snapshot snap = grammar_matcher_snapshot(s->gm);
+    size_t used = 0;
+    int32_t k = 0;
+    while (used < nb && k < cap) {
+        if (grammar_fill_mask(s->gm, s->gvocab, s->mask) == 0)
+            break;
+        int32_t best = -1, best_len = 0;
+        size_t words = grammar_vocab_mask_words(s->gvocab);
+        for (size_t w = 0; w < words; w++) {
+            for (uint32_t bits = s->mask[w]; bits; bits &= bits - 1) {
+                int32_t id = (int32_t)(w * 32 + (size_t)__builtin_ctz(bits));
+                char piece[256];
+                int32_t len = orc_token_to_piece(s->model, id, piece, sizeof piece, false);
+                if (len > best_len && (size_t)len <= nb - used && memcmp(piece, bytes + used, (size_t)len) == 0) {
+                    best = id;
+                    best_len = len;
+                }
+            }
+        }
+        if (best < 0 || !grammar_accept_token(s->gm, s->gvocab, best))
+            break;
+        out[k++] = best;
+        used += (size_t)best_len;
+    }
+    grammar_matcher_restore(s->gm, snap);
+    return k;
 }
