@@ -17,6 +17,7 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "print a model's metadata and tensor table"},
     {"quantize", cmd_quantize, "convert a model's weights to another type (q4_0, q8_0, q4_k_m...)"},
     {"bench", cmd_bench, "measure prompt-processing and generation speed (like llama-bench)"},
+    {"serve", cmd_serve, "serve the model over an OpenAI-compatible HTTP API"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,974 @@
+/* cmd_serve.c - `orchard serve`: an OpenAI-compatible HTTP server on libmicrohttpd
+ * (thread per connection). Routes, API keys, limits, metrics and the SSE/JSON responses
+ * live here; request validation is serve_request.c, batching is serve_engine.c. */
+#include "cli.h"
+#include "serve.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+static const char *SERVE_HELP =
+    "usage: orchard serve [-m MODEL] [--host H] [--port P] [options]\n"
+    "\n"
+    "Serves the model over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
+    "POST /v1/completions, GET /v1/models, GET /health, GET /metrics (see docs/SERVER.md).\n"
+    "\n"
+    "  -m, --model PATH        GGUF model (default: $ORCHARD_MODEL, else the bundled stories260K)\n"
+    "      --alias NAME        model id reported by the API (default: the file name)\n"
+    "      --host ADDR         IPv4 address to bind (default 127.0.0.1)\n"
+    "      --port P            TCP port (default 8080; 0 = any free port, printed on stderr)\n"
+    "  -np, --parallel N       slots decoding at the same time (default 4)\n"
+    "  -c, --ctx-size N        context positions per slot (default: training length, at most 4096)\n"
+    "  -b, --batch-size N      most tokens per evaluation step (default 512)\n"
+    "  -t, --threads N         threads (default: all cores)\n"
+    "      --queue N           requests that may wait for a slot before 429 (default 4 x parallel)\n"
+    "      --api-key-file F    accept only these Bearer keys (one per line); also $ORCHARD_API_KEY\n"
+    "                          (comma-separated). Keys are never logged.\n"
+    "      --max-body BYTES    largest request body (default 4194304)\n"
+    "      --max-header BYTES  memory for a request's headers (default 32768)\n"
+    "      --timeout S         idle connection timeout in seconds (default 60)\n"
+    "      --max-connections N (default 128)\n"
+    "      --cors-origin O     send Access-Control-Allow-Origin: O and answer preflights (default off)\n"
+    "      --quiet             no access log on stderr\n";
+
+enum { R_CHAT, R_COMPL, R_MODELS, R_HEALTH, R_METRICS, R_OTHER, R_COUNT };
+static const char *ROUTE_NAMES[R_COUNT] = {"/v1/chat/completions", "/v1/completions", "/v1/models",
+                                           "/health", "/metrics", "other"};
+static const int STATUSES[] = {200, 204, 400, 401, 404, 405, 413, 429, 431, 500, 503};
+#define N_STATUS (int)(sizeof STATUSES / sizeof STATUSES[0])
+static const double BUCKETS[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+#define N_BUCKETS (int)(sizeof BUCKETS / sizeof BUCKETS[0])
+
+typedef struct histogram {
+    uint64_t count[N_BUCKETS + 1];
+    double sum;
+    uint64_t n;
+} histogram;
+
+typedef struct server {
+    orc_model *model;
+    orc_chat_template *tmpl;
+    srv_engine *engine;
+    char model_id[256];
+    int64_t started;
+    char **keys;
+    size_t n_keys;
+    size_t max_body;
+    const char *cors;
+    bool quiet;
+    atomic_bool stopping;
+    atomic_uint_fast64_t next_id;
+    pthread_mutex_t mlock; /* metrics */
+    uint64_t requests[R_COUNT][N_STATUS + 1];
+    histogram latency, ttft;
+    uint64_t completion_tokens, prompt_tokens;
+} server;
+
+typedef struct conn {
+    server *srv;
+    int route;
+    char *body;
+    size_t len, cap;
+    bool too_large, answered;
+    int fd;
+    double t0, t_first;
+    srv_request req;
+    bool have_req;
+    srv_job *job;
+    char id[48];
+    unsigned long long id_hex;
+    int64_t created;
+    /* streaming state */
+    char *out;
+    size_t out_len, out_off, out_cap;
+    size_t sent;
+    int phase; /* 0 nothing sent, 1 role sent, 2 finished */
+    int status;
+} conn;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- metrics ------------------------------------------------------------------------ */
+
+static void hist_add(histogram *h, double v)
+{
+    int b = 0;
+    while (b < N_BUCKETS && v > BUCKETS[b])
+        b++;
+    h->count[b]++;
+    h->sum += v;
+    h->n++;
+}
+
+static void count_request(server *s, int route, int status, double latency)
+{
+    int k = 0;
+    while (k < N_STATUS && STATUSES[k] != status)
+        k++;
+    pthread_mutex_lock(&s->mlock);
+    s->requests[route][k]++;
+    if (latency >= 0)
+        hist_add(&s->latency, latency);
+    pthread_mutex_unlock(&s->mlock);
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void hist_print(sbuf *b, const char *name, const char *help, const histogram *h)
+{
+    sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < N_BUCKETS; i++) {
+        cum += h->count[i];
+        sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, BUCKETS[i], (unsigned long long)cum);
+    }
+    cum += h->count[N_BUCKETS];
+    sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum,
+              name, h->sum, name, (unsigned long long)h->n);
+}
+
+static char *metrics_text(server *s)
+{
+    sbuf b = {0};
+    srv_engine_stats st;
+    srv_engine_stats_get(s->engine, &st);
+    pthread_mutex_lock(&s->mlock);
+    sb_printf(&b, "# HELP orchard_requests_total HTTP requests by route and status.\n"
+                  "# TYPE orchard_requests_total counter\n");
+    for (int r = 0; r < R_COUNT; r++)
+        for (int k = 0; k <= N_STATUS; k++)
+            if (s->requests[r][k])
+                sb_printf(&b, "orchard_requests_total{route=\"%s\",status=\"%s%d\"} %llu\n", ROUTE_NAMES[r],
+                          k < N_STATUS ? "" : "other", k < N_STATUS ? STATUSES[k] : 0,
+                          (unsigned long long)s->requests[r][k]);
+    hist_print(&b, "orchard_request_duration_seconds", "Time from request to last byte of generation.",
+               &s->latency);
+    hist_print(&b, "orchard_time_to_first_token_seconds", "Time from request to the first generated text.",
+               &s->ttft);
+    pthread_mutex_unlock(&s->mlock);
+    sb_printf(&b,
+              "# HELP orchard_prompt_tokens_total Prompt tokens of started requests.\n"
+              "# TYPE orchard_prompt_tokens_total counter\norchard_prompt_tokens_total %llu\n"
+              "# HELP orchard_prompt_tokens_cached_total Prompt tokens reused from a slot's cache.\n"
+              "# TYPE orchard_prompt_tokens_cached_total counter\norchard_prompt_tokens_cached_total %llu\n"
+              "# HELP orchard_completion_tokens_total Generated tokens.\n"
+              "# TYPE orchard_completion_tokens_total counter\norchard_completion_tokens_total %llu\n",
+              (unsigned long long)st.prompt_tokens, (unsigned long long)st.cached_tokens,
+              (unsigned long long)st.gen_tokens);
+    sb_printf(&b,
+              "# HELP orchard_batches_total Evaluation steps (one multi-sequence batch each).\n"
+              "# TYPE orchard_batches_total counter\norchard_batches_total %llu\n"
+              "# HELP orchard_batch_tokens_total Tokens evaluated in all steps.\n"
+              "# TYPE orchard_batch_tokens_total counter\norchard_batch_tokens_total %llu\n"
+              "# HELP orchard_requests_cancelled_total Requests cancelled by client disconnects.\n"
+              "# TYPE orchard_requests_cancelled_total counter\norchard_requests_cancelled_total %llu\n",
+              (unsigned long long)st.batches, (unsigned long long)st.batch_tokens,
+              (unsigned long long)st.cancelled);
+    sb_printf(&b,
+              "# HELP orchard_queue_depth Requests waiting for a slot.\n"
+              "# TYPE orchard_queue_depth gauge\norchard_queue_depth %d\n"
+              "# HELP orchard_slots_busy Slots generating now.\n"
+              "# TYPE orchard_slots_busy gauge\norchard_slots_busy %d\n"
+              "# HELP orchard_slots_total Parallel slots.\n"
+              "# TYPE orchard_slots_total gauge\norchard_slots_total %d\n"
+              "# HELP orchard_escalations_total Requests sent to an upstream model.\n"
+              "# TYPE orchard_escalations_total counter\norchard_escalations_total 0\n",
+              st.queued, st.active, st.n_parallel);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* ---- responses ---------------------------------------------------------------------- */
+
+static void add_common_headers(conn *c, struct MHD_Response *r)
+{
+    if (c->srv->cors) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", c->srv->cors);
+        MHD_add_response_header(r, "Vary", "Origin");
+    }
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *mc, conn *c, int status, const char *ctype,
+                                 char *body /* freed */, const char *retry_after)
+{
+    if (!body) {
+        body = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}");
+        status = 500;
+        if (!body)
+            return MHD_NO;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", ctype);
+    if (retry_after)
+        MHD_add_response_header(r, "Retry-After", retry_after);
+    add_common_headers(c, r);
+    c->status = status;
+    c->answered = true;
+    enum MHD_Result ok = MHD_queue_response(mc, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *mc, conn *c, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return send_text(mc, c, status, "application/json", s, NULL);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *mc, conn *c, const srv_error *e)
+{
+    return send_text(mc, c, e->status, "application/json", srv_error_json(e),
+                     e->status == 429 ? "1" : NULL);
+}
+
+static enum MHD_Result send_errorf(struct MHD_Connection *mc, conn *c, int status, const char *type,
+                                   const char *code, const char *fmt, const char *arg)
+{
+    srv_error e;
+    srv_error_set(&e, status, type, code, NULL, fmt, arg);
+    return send_error(mc, c, &e);
+}
+
+static json_t *usage_json(const srv_job_view *v)
+{
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", v->n_prompt, "completion_tokens", v->n_gen,
+                     "total_tokens", v->n_prompt + v->n_gen, "prompt_tokens_details", "cached_tokens",
+                     v->n_cached);
+}
+
+static json_t *jstr(const char *s, size_t n)
+{
+    size_t ol;
+    char *clean = srv_utf8_sanitize(s, n, &ol);
+    json_t *j = clean ? json_stringn(clean, ol) : NULL;
+    free(clean);
+    return j ? j : json_string("");
+}
+
+/* A forced tool call's output {"name":..., "arguments":{...}} as an OpenAI tool_calls array;
+ * NULL when the text is not a complete call (cut off by max_tokens). */
+static json_t *tool_calls_json(conn *c, const char *text, size_t len)
+{
+    json_t *call = json_loadb(text, len, 0, NULL);
+    json_t *name = json_object_get(call, "name"), *args = json_object_get(call, "arguments");
+    if (!json_is_string(name) || !args) {
+        json_decref(call);
+        return NULL;
+    }
+    char *args_text = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
+    char id[64];
+    snprintf(id, sizeof id, "call_%016llx", c->id_hex);
+    json_t *out = json_pack("[{s:s, s:s, s:{s:O, s:s}}]", "id", id, "type", "function", "function", "name", name,
+                            "arguments", args_text ? args_text : "{}");
+    free(args_text);
+    json_decref(call);
+    return out;
+}
+
+static json_t *base_object(conn *c, const char *object)
+{
+    return json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", c->id, "object", object, "created", (json_int_t)c->created,
+                     "model", c->srv->model_id, "system_fingerprint", "orchard-" ORC_VERSION_STRING);
+}
+
+static json_t *final_response(conn *c, const srv_job_view *v)
+{
+    const char *finish = v->finish ? v->finish : "stop";
+    json_t *choice;
+    if (c->req.kind == SRV_CHAT) {
+        json_t *msg = json_pack("{s:s}", "role", "assistant");
+        json_t *calls = c->req.tool_call ? tool_calls_json(c, v->text, v->ready) : NULL;
+        if (calls) {
+            json_object_set_new(msg, "content", json_null());
+            json_object_set_new(msg, "tool_calls", calls);
+            finish = "tool_calls";
+        } else {
+            json_object_set_new(msg, "content", jstr(v->text, v->ready));
+        }
+        json_object_set_new(msg, "refusal", json_null());
+        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "message", msg, "logprobs", "finish_reason", finish);
+    } else {
+        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", jstr(v->text, v->ready), "logprobs",
+                           "finish_reason", finish);
+    }
+    json_t *o = base_object(c, c->req.kind == SRV_CHAT ? "chat.completion" : "text_completion");
+    json_object_set_new(o, "choices", json_pack("[o]", choice));
+    json_object_set_new(o, "usage", usage_json(v));
+    return o;
+}
+
+/* ---- streaming ------------------------------------------------------------------------ */
+
+static bool client_gone(int fd)
+{
+    if (fd < 0)
+        return false;
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0)
+        return false;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+static void out_event(conn *c, json_t *obj /* consumed */)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    sbuf b = {c->out, c->out_len, c->out_cap, false};
+    sb_put(&b, "data: ", 6);
+    if (s)
+        sb_put(&b, s, strlen(s));
+    sb_put(&b, "\n\n", 2);
+    free(s);
+    c->out = b.p;
+    c->out_len = b.n;
+    c->out_cap = b.cap;
+}
+
+static json_t *chunk(conn *c, json_t *delta_or_text, const char *finish)
+{
+    json_t *o = base_object(c, c->req.kind == SRV_CHAT ? "chat.completion.chunk" : "text_completion");
+    json_t *choice = c->req.kind == SRV_CHAT
+                         ? json_pack("{s:i, s:o, s:n}", "index", 0, "delta", delta_or_text, "logprobs")
+                         : json_pack("{s:i, s:o, s:n}", "index", 0, "text", delta_or_text, "logprobs");
+    json_object_set_new(choice, "finish_reason", finish ? json_string(finish) : json_null());
+    json_object_set_new(o, "choices", json_pack("[o]", choice));
+    return o;
+}
+
+static void finish_metrics(conn *c, const srv_job_view *v)
+{
+    server *s = c->srv;
+    pthread_mutex_lock(&s->mlock);
+    if (c->t_first > 0)
+        hist_add(&s->ttft, c->t_first - c->t0);
+    s->completion_tokens += (uint64_t)v->n_gen;
+    s->prompt_tokens += (uint64_t)v->n_prompt;
+    pthread_mutex_unlock(&s->mlock);
+}
+
+/* Produces the next SSE events into c->out; false when the stream must end with an error
+ * (client gone, server stopping). */
+static bool stream_produce(conn *c)
+{
+    server *s = c->srv;
+    bool chat = c->req.kind == SRV_CHAT;
+    if (c->phase == 0) {
+        c->phase = 1;
+        if (chat) {
+            out_event(c, chunk(c, json_pack("{s:s, s:s, s:n}", "role", "assistant", "content", "", "refusal"), NULL));
+            return true;
+        }
+    }
+    for (;;) {
+        if (atomic_load(&s->stopping))
+            return false;
+        srv_job_view v;
+        srv_job_wait(s->engine, c->job, c->sent, 200, &v);
+        if (client_gone(c->fd)) {
+            srv_job_cancel(s->engine, c->job);
+            return false;
+        }
+        if (v.ready > c->sent && !c->req.tool_call) {
+            if (c->t_first == 0)
+                c->t_first = now_s();
+            json_t *text = jstr(v.text + c->sent, v.ready - c->sent);
+            c->sent = v.ready;
+            out_event(c, chunk(c, chat ? json_pack("{s:o}", "content", text) : text, NULL));
+            if (!v.done)
+                return true;
+        }
+        if (!v.done)
+            continue;
+        c->phase = 2;
+        if (v.err_status) {
+            srv_error e;
+            srv_error_set(&e, v.err_status, "server_error", NULL, NULL, "%s", v.err_msg);
+            char *ej = srv_error_json(&e);
+            json_t *o = ej ? json_loads(ej, 0, NULL) : NULL;
+            free(ej);
+            if (o)
+                out_event(c, o);
+        } else {
+            const char *finish = v.finish ? v.finish : "stop";
+            json_t *delta = json_object();
+            if (c->req.tool_call) {
+                json_t *calls = tool_calls_json(c, v.text, v.ready);
+                if (calls) {
+                    size_t k;
+                    json_t *call;
+                    json_array_foreach(calls, k, call)
+                        json_object_set_new(call, "index", json_integer((json_int_t)k));
+                    json_object_set_new(delta, "tool_calls", calls);
+                    finish = "tool_calls";
+                } else {
+                    json_object_set_new(delta, "content", jstr(v.text, v.ready));
+                }
+            }
+            out_event(c, chunk(c, chat ? delta : (json_decref(delta), json_string("")), finish));
+            if (c->req.include_usage) {
+                json_t *o = base_object(c, chat ? "chat.completion.chunk" : "text_completion");
+                json_object_set_new(o, "choices", json_array());
+                json_object_set_new(o, "usage", usage_json(&v));
+                out_event(c, o);
+            }
+        }
+        sbuf b = {c->out, c->out_len, c->out_cap, false};
+        sb_put(&b, "data: [DONE]\n\n", 14);
+        c->out = b.p;
+        c->out_len = b.n;
+        c->out_cap = b.cap;
+        finish_metrics(c, &v);
+        count_request(s, c->route, v.err_status ? v.err_status : 200, now_s() - c->t0);
+        return true;
+    }
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    conn *c = cls;
+    for (;;) {
+        if (c->out_off < c->out_len) {
+            size_t n = c->out_len - c->out_off;
+            if (n > max)
+                n = max;
+            memcpy(buf, c->out + c->out_off, n);
+            c->out_off += n;
+            return (ssize_t)n;
+        }
+        c->out_len = c->out_off = 0;
+        if (c->phase == 2)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (!stream_produce(c))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+}
+
+/* ---- generation requests ---------------------------------------------------------------- */
+
+/* Renders and tokenizes the prompt; *toks is malloc'd. */
+static int build_prompt(server *s, const srv_request *r, orc_token **toks, int32_t *n, srv_error *err)
+{
+    char *text = NULL;
+    size_t len = 0;
+    bool chat = r->kind == SRV_CHAT;
+    if (chat) {
+        if (orc_chat_apply(s->tmpl, r->messages_json, r->tools_json, true, NULL, &text, &len) != ORC_OK)
+            return srv_error_set(err, 400, "invalid_request_error", NULL, "messages",
+                                 "the chat template failed on these messages: %s", orc_last_error());
+    } else {
+        text = r->prompt;
+        len = strlen(r->prompt);
+    }
+    /* a template that writes the BOS text itself gets no second BOS */
+    bool add_special = true;
+    orc_token bos = orc_token_bos(s->model);
+    const char *bos_text = bos >= 0 ? orc_token_text(s->model, bos) : NULL;
+    if (chat && bos_text && *bos_text && !strncmp(text, bos_text, strlen(bos_text)))
+        add_special = false;
+    int rc = 0;
+    int32_t need = orc_tokenize(s->model, text, len, NULL, 0, add_special, chat);
+    if (need < 0)
+        need = -need;
+    *toks = malloc(((size_t)need + 1) * sizeof(orc_token));
+    if (!*toks) {
+        rc = srv_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    } else {
+        *n = orc_tokenize(s->model, text, len, *toks, need + 1, add_special, chat);
+        if (*n <= 0)
+            rc = srv_error_set(err, 400, "invalid_request_error", NULL, chat ? "messages" : "prompt",
+                               "the prompt produced no tokens");
+    }
+    if (chat)
+        orc_free(text);
+    return rc;
+}
+
+static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
+{
+    server *s = c->srv;
+    srv_error err;
+    srv_kind kind = c->route == R_CHAT ? SRV_CHAT : SRV_COMPLETION;
+    if (srv_request_parse(c->body ? c->body : "", c->len, kind, &c->req, &err))
+        return send_error(mc, c, &err);
+    c->have_req = true;
+    orc_token *toks = NULL;
+    int32_t n = 0;
+    if (build_prompt(s, &c->req, &toks, &n, &err)) {
+        free(toks);
+        return send_error(mc, c, &err);
+    }
+    orc_grammar *g = NULL;
+    if (c->req.schema_json) {
+        orc_grammar_params gp = orc_grammar_default_params();
+        gp.kind = ORC_GRAMMAR_JSON_SCHEMA;
+        if (orc_grammar_new(c->req.schema_json, strlen(c->req.schema_json), &gp, &g) != ORC_OK) {
+            free(toks);
+            srv_error_set(&err, 400, "invalid_request_error", NULL,
+                          c->req.tool_call ? "tools" : "response_format", "the JSON schema cannot be used: %s",
+                          orc_last_error());
+            return send_error(mc, c, &err);
+        }
+    }
+    orc_sampler_params sp = orc_sampler_default_params();
+    sp.temperature = c->req.temperature;
+    sp.top_p = c->req.top_p;
+    sp.presence_penalty = c->req.presence_penalty;
+    sp.frequency_penalty = c->req.frequency_penalty;
+    sp.seed = c->req.has_seed ? c->req.seed
+                              : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + atomic_fetch_add(&s->next_id, 1);
+    srv_job_spec spec = {.prompt = toks, .n_prompt = n, .max_tokens = c->req.max_tokens, .sampling = sp,
+                         .grammar = g, .stop = c->req.stop, .n_stop = c->req.n_stop};
+    c->job = srv_engine_submit(s->engine, &spec, &err);
+    free(toks);
+    if (!c->job) {
+        orc_grammar_free(g);
+        return send_error(mc, c, &err);
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    c->fd = ci ? ci->connect_fd : -1;
+    c->id_hex = (unsigned long long)(atomic_fetch_add(&s->next_id, 1) + 1) * 0x9E3779B97F4A7C15ull ^
+                (unsigned long long)s->started;
+    snprintf(c->id, sizeof c->id, "%s%016llx", kind == SRV_CHAT ? "chatcmpl-" : "cmpl-", c->id_hex);
+    c->created = (int64_t)time(NULL);
+
+    if (c->req.stream) {
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, c, NULL);
+        if (!r)
+            return MHD_NO;
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        add_common_headers(c, r);
+        c->status = 200;
+        c->answered = true;
+        enum MHD_Result ok = MHD_queue_response(mc, 200, r);
+        MHD_destroy_response(r);
+        return ok;
+    }
+    srv_job_view v;
+    for (;;) {
+        srv_job_wait(s->engine, c->job, SIZE_MAX, 200, &v);
+        if (v.done)
+            break;
+        if (c->t_first == 0 && v.n_gen > 0)
+            c->t_first = now_s();
+        if (atomic_load(&s->stopping) || client_gone(c->fd)) {
+            srv_job_cancel(s->engine, c->job);
+            return MHD_NO; /* closes the connection */
+        }
+    }
+    if (v.err_status) {
+        srv_error_set(&err, v.err_status, "server_error", NULL, NULL, "%s", v.err_msg);
+        return send_error(mc, c, &err);
+    }
+    if (c->t_first == 0 && v.n_gen > 0)
+        c->t_first = now_s();
+    finish_metrics(c, &v);
+    return send_json(mc, c, 200, final_response(c, &v));
+}
+
+/* ---- routing -------------------------------------------------------------------------- */
+
+static bool key_ok(server *s, struct MHD_Connection *mc)
+{
+    if (!s->n_keys)
+        return true;
+    const char *h = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    h += 7;
+    size_t hl = strlen(h);
+    bool ok = false;
+    for (size_t i = 0; i < s->n_keys; i++) {
+        /* constant time for keys of the same length */
+        size_t kl = strlen(s->keys[i]);
+        unsigned diff = (unsigned)(kl ^ hl);
+        for (size_t k = 0; k < kl; k++)
+            diff |= (unsigned char)s->keys[i][k] ^ (unsigned char)(k < hl ? h[k] : 0);
+        ok |= diff == 0;
+    }
+    return ok;
+}
+
+static int route_of(const char *url)
+{
+    if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions"))
+        return R_CHAT;
+    if (!strcmp(url, "/v1/completions") || !strcmp(url, "/completions"))
+        return R_COMPL;
+    if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
+        return R_MODELS;
+    if (!strcmp(url, "/health"))
+        return R_HEALTH;
+    if (!strcmp(url, "/metrics"))
+        return R_METRICS;
+    return R_OTHER;
+}
+
+/* Everything decided from the headers alone; answers and returns true when the request
+ * is settled before its body is read. */
+static bool precheck(struct MHD_Connection *mc, conn *c, const char *url, const char *method,
+                     enum MHD_Result *res)
+{
+    server *s = c->srv;
+    c->route = route_of(url);
+    bool post = c->route == R_CHAT || c->route == R_COMPL;
+    if (!strcmp(method, "OPTIONS") && s->cors && c->route != R_OTHER) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        add_common_headers(c, r);
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", post ? "POST, OPTIONS" : "GET, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+        c->status = 204;
+        c->answered = true;
+        *res = MHD_queue_response(mc, 204, r);
+        MHD_destroy_response(r);
+        return true;
+    }
+    if (c->route == R_OTHER) {
+        *res = send_errorf(mc, c, 404, "invalid_request_error", "not_found", "unknown route '%s'", url);
+        return true;
+    }
+    if (c->route != R_HEALTH && !key_ok(s, mc)) {
+        *res = send_errorf(mc, c, 401, "invalid_request_error", "invalid_api_key",
+                           "%s", "missing or incorrect API key (send 'Authorization: Bearer KEY')");
+        return true;
+    }
+    if (strcmp(method, post ? "POST" : "GET") != 0 && !(strcmp(method, "HEAD") == 0 && !post)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s needs %s, not %.16s", ROUTE_NAMES[c->route], post ? "POST" : "GET", method);
+        *res = send_errorf(mc, c, 405, "invalid_request_error", "method_not_allowed", "%s", msg);
+        return true;
+    }
+    const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->max_body);
+        *res = send_errorf(mc, c, 413, "invalid_request_error", "request_too_large", "%s", msg);
+        return true;
+    }
+    return false;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
+                               const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    server *s = cls;
+    conn *c = *con_cls;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return MHD_NO;
+        c->srv = s;
+        c->fd = -1;
+        c->t0 = now_s();
+        *con_cls = c;
+        enum MHD_Result res;
+        if (precheck(mc, c, url, method, &res))
+            return res;
+        return MHD_YES;
+    }
+    if (c->answered) { /* a body after an early answer: discard it */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (c->too_large || c->len + n > s->max_body) {
+            c->too_large = true;
+            return MHD_YES;
+        }
+        if (c->len + n + 1 > c->cap) {
+            size_t cap = c->cap ? c->cap : 4096;
+            while (cap < c->len + n + 1)
+                cap *= 2;
+            char *b = realloc(c->body, cap);
+            if (!b)
+                return MHD_NO;
+            c->body = b;
+            c->cap = cap;
+        }
+        memcpy(c->body + c->len, upload, n);
+        c->len += n;
+        return MHD_YES;
+    }
+    if (c->too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->max_body);
+        return send_errorf(mc, c, 413, "invalid_request_error", "request_too_large", "%s", msg);
+    }
+    switch (c->route) {
+    case R_HEALTH:
+        return send_text(mc, c, 200, "application/json", strdup("{\"status\":\"ok\"}"), NULL);
+    case R_METRICS:
+        return send_text(mc, c, 200, "text/plain; version=0.0.4", metrics_text(s), NULL);
+    case R_MODELS:
+        return send_json(mc, c, 200,
+                         json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:{s:I, s:I}}]}", "object", "list", "data", "id",
+                                   s->model_id, "object", "model", "created", (json_int_t)s->started, "owned_by",
+                                   "orchard", "meta", "n_ctx", (json_int_t)srv_engine_n_ctx(s->engine), "n_params",
+                                   (json_int_t)orc_model_n_params(s->model)));
+    default:
+        return handle_generate(mc, c);
+    }
+}
+
+static void completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode tc)
+{
+    (void)mc;
+    server *s = cls;
+    conn *c = *con_cls;
+    if (!c)
+        return;
+    *con_cls = NULL;
+    bool counted_in_stream = c->req.stream && c->phase == 2;
+    if (!counted_in_stream) {
+        int status = c->answered ? c->status : 499;
+        if (c->req.stream && c->answered)
+            status = 499; /* a stream that did not finish */
+        count_request(s, c->route, status, c->route <= R_COMPL ? now_s() - c->t0 : -1);
+    }
+    if (!s->quiet)
+        fprintf(stderr, "orchard serve: %s %d %.3fs%s\n", ROUTE_NAMES[c->route],
+                c->answered ? c->status : 499, now_s() - c->t0,
+                tc == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+    if (c->job)
+        srv_job_release(s->engine, c->job);
+    if (c->have_req)
+        srv_request_free(&c->req);
+    free(c->body);
+    free(c->out);
+    free(c);
+}
+
+/* ---- setup ------------------------------------------------------------------------------ */
+
+static int add_key(server *s, const char *k, size_t n)
+{
+    while (n && (k[n - 1] == ' ' || k[n - 1] == '\t' || k[n - 1] == '\r'))
+        n--;
+    while (n && (*k == ' ' || *k == '\t'))
+        k++, n--;
+    if (!n || *k == '#')
+        return 0;
+    char **keys = realloc(s->keys, (s->n_keys + 1) * sizeof *keys);
+    if (!keys)
+        return -1;
+    s->keys = keys;
+    if (!(s->keys[s->n_keys] = strndup(k, n)))
+        return -1;
+    s->n_keys++;
+    return 0;
+}
+
+static int load_keys(server *s, const char *file)
+{
+    if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f) {
+            fprintf(stderr, "orchard serve: cannot open the API key file '%s'\n", file);
+            return -1;
+        }
+        char line[1024];
+        while (fgets(line, sizeof line, f)) {
+            size_t n = strcspn(line, "\n");
+            if (add_key(s, line, n)) {
+                fclose(f);
+                return -1;
+            }
+        }
+        fclose(f);
+        if (!s->n_keys) {
+            fprintf(stderr, "orchard serve: the API key file '%s' holds no keys\n", file);
+            return -1;
+        }
+    }
+    const char *env = getenv("ORCHARD_API_KEY");
+    while (env && *env) {
+        size_t n = strcspn(env, ",");
+        if (add_key(s, env, n))
+            return -1;
+        env += n + (env[n] == ',');
+    }
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    const char *C = "serve";
+    const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *key_file = NULL;
+    int64_t port = 8080, timeout = 60, max_header = 32768, max_conn = 128;
+    srv_engine_params ep = {.n_parallel = 4, .n_ctx = 0, .n_batch = 512, .n_threads = 0, .queue_max = -1};
+    static server S;
+    server *s = &S;
+    s->max_body = 4 << 20;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(SERVE_HELP, stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            model_path = cli_value(C, argc, argv, &i);
+        } else if (!strcmp(a, "--alias")) {
+            alias = cli_value(C, argc, argv, &i);
+        } else if (!strcmp(a, "--host")) {
+            host = cli_value(C, argc, argv, &i);
+        } else if (!strcmp(a, "--port")) {
+            port = cli_int(C, a, cli_value(C, argc, argv, &i), 0, 65535);
+        } else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) {
+            ep.n_parallel = (int32_t)cli_int(C, a, cli_value(C, argc, argv, &i), 1, 256);
+        } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
+            ep.n_ctx = (int32_t)cli_int(C, a, cli_value(C, argc, argv, &i), 0, 1 << 24);
+        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) {
+            ep.n_batch = (int32_t)cli_int(C, a, cli_value(C, argc, argv, &i), 1, 1 << 16);
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            ep.n_threads = (int32_t)cli_int(C, a, cli_value(C, argc, argv, &i), 1, 1024);
+        } else if (!strcmp(a, "--queue")) {
+            ep.queue_max = (int32_t)cli_int(C, a, cli_value(C, argc, argv, &i), 0, 1 << 20);
+        } else if (!strcmp(a, "--api-key-file")) {
+            key_file = cli_value(C, argc, argv, &i);
+        } else if (!strcmp(a, "--max-body")) {
+            s->max_body = (size_t)cli_int(C, a, cli_value(C, argc, argv, &i), 1024, (int64_t)1 << 32);
+        } else if (!strcmp(a, "--max-header")) {
+            max_header = cli_int(C, a, cli_value(C, argc, argv, &i), 4096, 1 << 24);
+        } else if (!strcmp(a, "--timeout")) {
+            timeout = cli_int(C, a, cli_value(C, argc, argv, &i), 1, 86400);
+        } else if (!strcmp(a, "--max-connections")) {
+            max_conn = cli_int(C, a, cli_value(C, argc, argv, &i), 1, 65536);
+        } else if (!strcmp(a, "--cors-origin")) {
+            s->cors = cli_value(C, argc, argv, &i);
+        } else if (!strcmp(a, "--quiet")) {
+            s->quiet = true;
+        } else {
+            cli_usage_error(C, "unknown option '%s'", a);
+        }
+    }
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
+        cli_usage_error(C, "--host expects an IPv4 address, not '%s'", host);
+    if (load_keys(s, key_file))
+        return CLI_EXIT_FAIL;
+    if (!model_path)
+        model_path = cli_default_model();
+
+    /* signals are taken by sigwait below; every thread inherits the mask */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    s->model = cli_load_model(C, model_path, ep.n_threads);
+    const char *base = strrchr(model_path, '/');
+    base = base ? base + 1 : model_path;
+    snprintf(s->model_id, sizeof s->model_id, "%s", alias ? alias : base);
+    if (!alias) {
+        size_t l = strlen(s->model_id);
+        if (l > 5 && !strcmp(s->model_id + l - 5, ".gguf"))
+            s->model_id[l - 5] = 0;
+    }
+    s->started = (int64_t)time(NULL);
+    pthread_mutex_init(&s->mlock, NULL);
+    int rc = CLI_EXIT_FAIL;
+    struct MHD_Daemon *d = NULL;
+    if (orc_chat_template_from_model(s->model, &s->tmpl) != ORC_OK ||
+        srv_engine_new(s->model, &ep, &s->engine) != ORC_OK) {
+        fprintf(stderr, "orchard serve: %s\n", orc_last_error());
+        goto done;
+    }
+    d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+                             MHD_USE_ERROR_LOG,
+                         (uint16_t)port, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                         MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)max_header,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conn, MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "orchard serve: cannot listen on %s:%lld (in use, or not permitted)\n", host,
+                (long long)port);
+        goto done;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    fprintf(stderr, "orchard serve: model '%s', %d slots of %d positions%s\n", s->model_id, ep.n_parallel,
+            srv_engine_n_ctx(s->engine), s->n_keys ? ", API keys required" : "");
+    fprintf(stderr, "orchard serve: listening on http://%s:%u\n", host, di ? di->port : (unsigned)port);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "orchard serve: stopping (signal %d)\n", sig);
+    atomic_store(&s->stopping, true);
+    rc = 0;
+done:
+    if (d)
+        MHD_stop_daemon(d);
+    srv_engine_free(s->engine);
+    orc_chat_template_free(s->tmpl);
+    orc_model_free(s->model);
+    for (size_t i = 0; i < s->n_keys; i++)
+        free(s->keys[i]);
+    free(s->keys);
+    pthread_mutex_destroy(&s->mlock);
+    return rc;
+}

@@ -1,0 +1,127 @@
+/* serve.h - internal interface of `orchard serve`: the request validator (serve_request.c,
+ * JSON body -> srv_request, also compiled into the fuzz harness), the batching engine
+ * (serve_engine.c: slots, queue, scheduler thread) and the HTTP front end (cmd_serve.c). */
+#ifndef ORC_SERVE_H
+#define ORC_SERVE_H
+
+#include "orchard.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Requests (serve_request.c; needs only jansson) ---------------------------- */
+
+typedef enum { SRV_CHAT = 0, SRV_COMPLETION = 1 } srv_kind;
+typedef enum { SRV_FMT_TEXT = 0, SRV_FMT_JSON_OBJECT, SRV_FMT_JSON_SCHEMA } srv_format;
+
+#define SRV_MAX_STOP 4
+#define SRV_MAX_STOP_LEN 256
+#define SRV_MAX_JSON_DEPTH 64
+#define SRV_MAX_MESSAGES 4096
+#define SRV_MAX_TOOLS 128
+
+typedef struct srv_request {
+    srv_kind kind;
+    char *model;          /* requested model id, NULL when absent */
+    char *messages_json;  /* chat: normalized [{role, content, ...}] for the template */
+    char *tools_json;     /* chat: the tools array, NULL when none */
+    char *prompt;         /* completion: the prompt text */
+    int32_t max_tokens;   /* -1: until the context is full */
+    float temperature, top_p, presence_penalty, frequency_penalty;
+    bool has_seed;
+    uint64_t seed;
+    char *stop[SRV_MAX_STOP];
+    int n_stop;
+    bool stream, include_usage;
+    bool escalate;        /* x-orchard "escalate": true per-request consent flag */
+    srv_format format;
+    char *schema_json;    /* JSON_OBJECT / JSON_SCHEMA / forced tool call: the schema */
+    bool tool_call;       /* tool_choice forces a call: output is {"name":..,"arguments":..} */
+} srv_request;
+
+typedef struct srv_error {
+    int status;            /* HTTP status */
+    const char *type;      /* "invalid_request_error", ... */
+    const char *code;      /* NULL or "context_length_exceeded", ... */
+    char param[64];        /* "" when not about one parameter */
+    char message[320];
+} srv_error;
+
+/* Fills err (status, type, code, formatted message). Returns -1 for convenience. */
+int srv_error_set(srv_error *err, int status, const char *type, const char *code,
+                  const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* The OpenAI error object {"error":{"message","type","param","code"}} (malloc'd). */
+char *srv_error_json(const srv_error *err);
+
+/* Deepest nesting of arrays/objects in len bytes of JSON-ish text (strings skipped);
+ * stops counting past limit + 1. */
+int srv_json_depth(const char *text, size_t len, int limit);
+
+/* Validates a request body for kind. Returns 0 and fills *out (release with
+ * srv_request_free), or -1 with *err set (400 for malformed JSON and invalid
+ * parameters). Never reads past len; the body need not be NUL-terminated. */
+int srv_request_parse(const char *body, size_t len, srv_kind kind, srv_request *out,
+                      srv_error *err);
+void srv_request_free(srv_request *r);
+
+/* Copies len bytes replacing invalid UTF-8 with U+FFFD (malloc'd, NUL-terminated). */
+char *srv_utf8_sanitize(const char *s, size_t len, size_t *out_len);
+
+/* ---- Engine (serve_engine.c) ----------------------------------------------------- */
+
+typedef struct srv_engine srv_engine;
+typedef struct srv_job srv_job;
+
+typedef struct srv_engine_params {
+    int32_t n_parallel;   /* slots = sequences of the one context */
+    int32_t n_ctx;        /* positions per slot */
+    int32_t n_batch;      /* most tokens per batch step */
+    int32_t n_threads;
+    int32_t queue_max;    /* waiting jobs beyond the busy slots before 429 */
+} srv_engine_params;
+
+/* A generation to run: prompt tokens and sampling settings. The engine copies what it
+ * keeps; grammar (may be NULL) is owned by the job from submission on. */
+typedef struct srv_job_spec {
+    const orc_token *prompt;
+    int32_t n_prompt;
+    int32_t max_tokens;       /* -1: until the context is full */
+    orc_sampler_params sampling;
+    orc_grammar *grammar;
+    char *const *stop;
+    int n_stop;
+} srv_job_spec;
+
+/* What a job has produced so far (a snapshot taken under the engine lock). */
+typedef struct srv_job_view {
+    const char *text;        /* generated text, valid while the job lives */
+    size_t ready;            /* bytes of text safe to send (stop-string holdback) */
+    bool done;
+    const char *finish;      /* "stop", "length" (when done) */
+    int32_t n_prompt, n_gen, n_cached;
+    int err_status;          /* non-zero: failed, err_msg says why */
+    const char *err_msg;
+} srv_job_view;
+
+orc_status srv_engine_new(orc_model *model, const srv_engine_params *p, srv_engine **out);
+void srv_engine_free(srv_engine *e);
+int32_t srv_engine_n_ctx(const srv_engine *e);
+
+/* Queues a job. Returns NULL with *err set (429 when the queue is full). The caller
+ * holds one reference: srv_job_release drops it (and cancels the job if unfinished). */
+srv_job *srv_engine_submit(srv_engine *e, const srv_job_spec *spec, srv_error *err);
+/* Waits until the job has more than `have` ready bytes, finishes, or timeout_ms passes;
+ * fills *view. Returns true when something changed. */
+bool srv_job_wait(srv_engine *e, srv_job *j, size_t have, int timeout_ms, srv_job_view *view);
+void srv_job_cancel(srv_engine *e, srv_job *j);
+void srv_job_release(srv_engine *e, srv_job *j);
+
+typedef struct srv_engine_stats {
+    int32_t queued, active, n_parallel;
+    uint64_t prompt_tokens, cached_tokens, gen_tokens, batches, batch_tokens, cancelled;
+} srv_engine_stats;
+void srv_engine_stats_get(srv_engine *e, srv_engine_stats *out);
+
+#endif
