@@ -91,7 +91,19 @@ int cmd_tokenize(int argc, char **argv)
         prompt = owned;
     }
 
-    orc_model *m = cli_load_model(C, model_path, 1);
+    /* Only the vocabulary is needed: with the proposed orc_model_params.vocab_only the
+     * weights are not loaded (and vocabulary-only GGUF files work). */
+    orc_model_params mp = orc_model_default_params();
+    mp.n_threads = 1;
+#ifdef ORC_MODEL_PARAMS_HAS_VOCAB_ONLY
+    mp.vocab_only = true;
+#endif
+    orc_model *m = NULL;
+    if (orc_model_load(model_path, &mp, &m) != ORC_OK) {
+        fprintf(stderr, "orchard %s: %s\n", C, orc_last_error());
+        free(owned);
+        return CLI_EXIT_FAIL;
+    }
     int rc = CLI_EXIT_FAIL;
     orc_token *ids = NULL;
     int32_t n = orc_tokenize(m, prompt, len, NULL, 0, add_special, parse_special);
