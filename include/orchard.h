@@ -382,6 +382,184 @@ ORC_API bool orc_sampler_grammar_done(const orc_sampler *s);
  * orc_sampler_accept. */
 ORC_API int32_t orc_sampler_forced_tokens(orc_sampler *s, orc_token *out, int32_t cap);
 
+/* ---- Sessions: conversations, streaming, structured output, tools ----------------- */
+
+/* A session is one conversation on a loaded model: developer instructions (the system
+ * prompt, always first), optional tools, generation defaults and a transcript. It owns
+ * one context (KV cache) and reuses the cached prefix between turns. Many sessions may
+ * share one model. A session serves one request at a time: a second concurrent call
+ * returns ORC_ERR_BUSY. All JSON travels as UTF-8 text. */
+typedef struct orc_session orc_session;
+
+/* What a session does when the conversation no longer fits the context window. */
+typedef enum orc_context_policy {
+    ORC_CONTEXT_FAIL = 0,        /* ORC_ERR_CONTEXT_FULL with the numbers in orc_last_error() */
+    ORC_CONTEXT_DROP_OLDEST = 1, /* drop the oldest turns, keeping the instructions and the
+                                    latest prompt */
+    ORC_CONTEXT_SUMMARIZE = 2    /* replace the oldest turns by a summary the model writes */
+} orc_context_policy;
+
+/* How the model writes tool calls. AUTO picks from the chat template. */
+typedef enum orc_tool_syntax {
+    ORC_TOOL_SYNTAX_AUTO = 0,
+    ORC_TOOL_SYNTAX_HERMES = 1,      /* <tool_call>{"name":..,"arguments":..}</tool_call> (Qwen, Hermes, ChatML) */
+    ORC_TOOL_SYNTAX_LLAMA3 = 2,      /* {"name":..,"parameters":..} (optionally after <|python_tag|>) */
+    ORC_TOOL_SYNTAX_MISTRAL = 3,     /* [TOOL_CALLS][{"name":..,"arguments":..}] or [TOOL_CALLS]name[ARGS]{..} */
+    ORC_TOOL_SYNTAX_FUNCTIONARY = 4, /* >>>name\n{..} (v3.2) or <function=name>{..}</function> (v3.1) */
+    ORC_TOOL_SYNTAX_GRANITE = 5,     /* <|tool_call|>[{"name":..,"arguments":..}] */
+    ORC_TOOL_SYNTAX_DEEPSEEK = 6,    /* <｜tool▁calls▁begin｜>...<｜tool▁sep｜>... (V3, R1 and V3.1 forms) */
+    ORC_TOOL_SYNTAX_KIMI = 7,        /* <|tool_calls_section_begin|><|tool_call_begin|>functions.name:0... */
+    ORC_TOOL_SYNTAX_GLM = 8,         /* <tool_call>name<arg_key>k</arg_key><arg_value>v</arg_value></tool_call> */
+    ORC_TOOL_SYNTAX_GPT_OSS = 9,     /* harmony: <|channel|>commentary to=functions.name ...<|message|>{..}<|call|> */
+    ORC_TOOL_SYNTAX_QWEN3_CODER = 10,/* <tool_call><function=name><parameter=k>v</parameter></function></tool_call> */
+    ORC_TOOL_SYNTAX_NONE = 11        /* never parse tool calls */
+} orc_tool_syntax;
+
+/* A tool's implementation. args_json: the call's arguments (a JSON object, already checked
+ * against the tool's schema when the grammar constrained it). On success set *result to a
+ * malloc'd NUL-terminated string (the library frees it with free()) and return ORC_OK; any
+ * other status (with an optional malloc'd message in *result) is entered into the
+ * transcript as an error output and the model continues. May run on a worker thread,
+ * concurrently with the session's other tools when parallel_tool_calls is set. */
+typedef orc_status (*orc_tool_fn)(const char *args_json, char **result, void *user);
+
+typedef struct orc_tool {
+    const char *name;        /* [A-Za-z0-9_.-]+ */
+    const char *description; /* one line */
+    const char *parameters;  /* JSON Schema of the arguments object (NULL: {"type":"object"}) */
+    orc_tool_fn fn;
+    void *user;
+} orc_tool;
+
+/* Sampling and stopping for one response. */
+typedef struct orc_generation_options {
+    orc_sampler_params sampler;  /* temperature <= 0 is greedy; seed makes runs repeat */
+    int32_t max_tokens;          /* most response tokens; <= 0: until the context is full */
+    const char *const *stop;     /* n_stop strings that end the response (not included) */
+    int32_t n_stop;
+} orc_generation_options;
+
+ORC_API orc_generation_options orc_generation_default_options(void);
+
+typedef struct orc_session_params {
+    const char *instructions;        /* system prompt, may be NULL; copied */
+    const orc_tool *tools;           /* n_tools tools, copied (names, schemas, callbacks) */
+    int32_t n_tools;
+    orc_generation_options defaults; /* used when a request gives no options; copied */
+    orc_context_params context;      /* the session's context (n_seq is forced to 1) */
+    orc_context_policy policy;       /* default ORC_CONTEXT_FAIL */
+    bool prefix_reuse;               /* reuse the KV cache of the common prefix (default true) */
+    int32_t max_tool_rounds;         /* tool rounds per request before giving up (default 8) */
+    bool parallel_tool_calls;        /* run a turn's calls on threads (default false) */
+    bool constrain_tool_calls;       /* grammar-constrain tool-call arguments (default true) */
+    orc_tool_syntax tool_syntax;     /* default AUTO */
+    const char *chat_template;       /* Jinja source overriding the model's; NULL: the model's */
+} orc_session_params;
+
+ORC_API orc_session_params orc_session_default_params(void);
+
+/* Creates a session on model (which must outlive it). params may be NULL. */
+ORC_API orc_status orc_session_new(orc_model *model, const orc_session_params *params,
+                                   orc_session **out);
+ORC_API void orc_session_free(orc_session *s);
+
+/* Called with each piece of response text as it is generated (whole UTF-8 characters;
+ * stop strings are held back and never delivered). Return false to cancel. */
+typedef bool (*orc_delta_fn)(const char *delta, size_t len, void *user);
+/* Called with the structured value parsed so far (JSON text, unfinished strings, arrays
+ * and objects closed), each time it changes, and last with the final value. Return false
+ * to cancel. */
+typedef bool (*orc_snapshot_fn)(const char *json, void *user);
+
+typedef enum orc_stop_reason {
+    ORC_STOP_EOS = 0,          /* the model ended its turn */
+    ORC_STOP_MAX_TOKENS = 1,
+    ORC_STOP_STRING = 2,       /* a stop string */
+    ORC_STOP_GRAMMAR = 3,      /* the structured value is complete */
+    ORC_STOP_CONTEXT_FULL = 4, /* the window filled during generation */
+    ORC_STOP_CANCELLED = 5,
+    ORC_STOP_TOOL_ROUNDS = 6   /* max_tool_rounds reached with the model still calling tools */
+} orc_stop_reason;
+
+/* What one request cost, summed over its tool rounds. */
+typedef struct orc_response_stats {
+    int32_t n_prompt;          /* prompt tokens of the last round (the rendered transcript) */
+    int32_t n_cached;          /* prompt tokens reused from the KV cache (all rounds) */
+    int32_t n_evaluated;       /* prompt tokens evaluated (all rounds) */
+    int32_t n_generated;       /* response tokens sampled or forced (all rounds) */
+    int32_t n_tool_calls;
+    int32_t n_tool_rounds;
+    int32_t n_dropped;         /* transcript entries dropped or summarized by the policy */
+    double prompt_ms;          /* time evaluating prompts */
+    double first_token_ms;     /* from the call to the first response token */
+    double generate_ms;        /* time generating */
+    orc_stop_reason stop_reason;
+} orc_response_stats;
+
+typedef struct orc_request {
+    const char *prompt;                     /* the user's message (required) */
+    const orc_generation_options *options;  /* NULL: the session's defaults */
+    orc_delta_fn on_delta;                  /* may be NULL */
+    orc_snapshot_fn on_snapshot;            /* structured responses; may be NULL */
+    void *user;                             /* passed to both callbacks */
+    const char *schema;                     /* JSON Schema: the response is a JSON value of it */
+    bool schema_in_prompt;                  /* also show the schema to the model (default true) */
+    bool use_tools;                         /* offer the session's tools (default true) */
+} orc_request;
+
+ORC_API orc_request orc_request_default(void);
+
+/* Runs one request: appends the prompt to the transcript, generates (calling tools as the
+ * model asks), appends the response, and sets *response (may be NULL; release with
+ * orc_free) to the response text or, with a schema, the JSON value. stats may be NULL.
+ * Errors: ORC_ERR_BUSY (another request is running; nothing changes), ORC_ERR_CONTEXT_FULL
+ * (the prompt does not fit and the policy could not make room; nothing changes),
+ * ORC_ERR_CANCELLED (the partial response is returned and kept in the transcript),
+ * ORC_ERR_FORMAT (a structured response that is not valid JSON, e.g. cut by max_tokens). */
+ORC_API orc_status orc_session_respond_ex(orc_session *s, const orc_request *req,
+                                          char **response, orc_response_stats *stats);
+/* Shorthand: respond to prompt with the session's defaults. */
+ORC_API orc_status orc_session_respond(orc_session *s, const char *prompt, char **response);
+
+/* Asks the running request to stop (thread-safe, from any thread or a callback). The
+ * flag is cleared when the next request starts. */
+ORC_API void orc_session_cancel(orc_session *s);
+
+/* Evaluates the instructions (and, when prefix is not NULL, the start of the next user
+ * message) ahead of the first request so it starts with a warm cache. *n_evaluated (may
+ * be NULL) gets the tokens evaluated. ORC_ERR_BUSY while a request runs. */
+ORC_API orc_status orc_session_prewarm(orc_session *s, const char *prefix, int32_t *n_evaluated);
+
+/* The context window, the tokens in the KV cache, and the tokens the prompt of a request
+ * with this user message would take (transcript + message + generation header). */
+ORC_API int32_t orc_session_n_ctx(const orc_session *s);
+ORC_API int32_t orc_session_n_cached(const orc_session *s);
+ORC_API orc_status orc_session_count_tokens(orc_session *s, const char *prompt, int32_t *n_tokens);
+
+/* The transcript as JSON ({"version":1,"entries":[{"type":"instructions"|"prompt"|
+ * "response"|"tool_calls"|"tool_output"|"summary", ...}]}); release with orc_free. */
+ORC_API orc_status orc_session_transcript_json(orc_session *s, char **json);
+/* Replaces the session's transcript (instructions included) with a serialized one; the
+ * next request re-evaluates what differs from the cache. ORC_ERR_FORMAT on a malformed
+ * transcript (nothing changes). */
+ORC_API orc_status orc_session_load_transcript(orc_session *s, const char *json);
+/* Forgets the conversation, keeping the instructions. */
+ORC_API orc_status orc_session_reset(orc_session *s);
+ORC_API int32_t orc_session_n_entries(const orc_session *s);
+ORC_API const char *orc_session_tool_syntax_name(const orc_session *s);
+
+/* Parses tool calls in model output text for a syntax (never AUTO). *calls_json gets a
+ * JSON array [{"name":..,"arguments":{..}}] (release with orc_free), *content (may be
+ * NULL) the text outside the calls. Returns ORC_ERR_FORMAT for a call that is malformed. */
+ORC_API orc_status orc_tool_calls_parse(orc_tool_syntax syntax, const char *text,
+                                        char **calls_json, char **content);
+
+/* Whether a model file can run on this machine with a context of n_ctx positions (0: the
+ * default): ORC_OK, or ORC_ERR_UNSUPPORTED (architecture, CPU feature) / ORC_ERR_NO_MEMORY
+ * (weights + KV cache exceed available memory) / ORC_ERR_IO / ORC_ERR_FORMAT, with the
+ * reason written to why (NUL-terminated, may be NULL). */
+ORC_API orc_status orc_model_check(const char *path, int32_t n_ctx, char *why, size_t why_cap);
+
 /* ---- Quantization --------------------------------------------------------------- */
 
 typedef struct orc_quantize_params {
