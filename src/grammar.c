@@ -748,7 +748,8 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
     g->names = calloc(nr, sizeof *g->names);
     if (!g->el || !g->alt_pos || !g->rule_alt || !g->sets || !g->names)
         goto oom;
-    memcpy(g->sets, b->sets, b->n_sets * 32);
+    if (b->n_sets)
+        memcpy(g->sets, b->sets, b->n_sets * 32);
     g->n_sets = (uint32_t)b->n_sets;
     size_t pos = 0, na = 0;
     for (size_t r = 0; r < nr; r++) {
