@@ -11,7 +11,6 @@ const int8_t orc_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
 
 static inline float h2f(uint16_t h) { return orc_f16_to_f32(h); }
 static inline uint16_t f2h(float f) { return orc_f32_to_f16(f); }
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 /* Rounds a float that may be huge or NaN (user data) without overflowing the int trick. */
 static inline int qround(float v, int lo, int hi)
