@@ -4,7 +4,7 @@
 # standard library (OpenAI response shapes, SSE streaming, greedy output against
 # `orchard run`, batching consistency, prefix reuse, guided JSON, tool calls, 429, cancel).
 set -u
-bin=$1 shared=$2
+bin=$(realpath "$1") shared=$2
 fails=0 passes=0
 ok() { passes=$((passes + 1)); }
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }

@@ -5,6 +5,7 @@
 #include "serve.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -40,7 +41,15 @@ static const char *SERVE_HELP =
     "      --timeout S         idle connection timeout in seconds (default 60)\n"
     "      --max-connections N (default 128)\n"
     "      --cors-origin O     send Access-Control-Allow-Origin: O and answer preflights (default off)\n"
-    "      --quiet             no access log on stderr\n";
+    "      --quiet             no access log on stderr\n"
+    "      --stateless         keep no prompt or output anywhere: no access log, slot caches\n"
+    "                          cleared after every request, nothing written to disk\n"
+    "\n"
+    "Escalation to a larger model (only with consent; see docs/SERVER.md):\n"
+    "      --upstream URL      OpenAI-compatible base URL, e.g. https://host/v1\n"
+    "      --upstream-key-env VAR  environment variable holding the upstream's API key\n"
+    "      --policy FILE       escalation policy (JSON): consent, models, rules, redaction,\n"
+    "                          fallback, timeout, audit log\n";
 
 enum { R_CHAT, R_COMPL, R_MODELS, R_HEALTH, R_METRICS, R_OTHER, R_COUNT };
 static const char *ROUTE_NAMES[R_COUNT] = {"/v1/chat/completions", "/v1/completions", "/v1/models",
@@ -63,7 +72,13 @@ typedef struct server {
     char model_id[256];
     int64_t started;
     char **keys;
+    bool *key_consent;
     size_t n_keys;
+    const char *upstream;
+    char *upstream_key;
+    srv_policy *policy;
+    bool stateless;
+    uint64_t escalations, escalation_failures;
     size_t max_body;
     const char *cors;
     bool quiet;
@@ -95,6 +110,8 @@ typedef struct conn {
     size_t sent;
     int phase; /* 0 nothing sent, 1 role sent, 2 finished */
     int status;
+    bool key_consents;
+    const char *route_hdr; /* X-Orchard-Route */
 } conn;
 
 static double now_s(void)
@@ -198,6 +215,7 @@ static char *metrics_text(server *s)
                &s->latency);
     hist_print(&b, "orchard_time_to_first_token_seconds", "Time from request to the first generated text.",
                &s->ttft);
+    uint64_t esc = s->escalations, esc_fail = s->escalation_failures;
     pthread_mutex_unlock(&s->mlock);
     sb_printf(&b,
               "# HELP orchard_prompt_tokens_total Prompt tokens of started requests.\n"
@@ -224,9 +242,12 @@ static char *metrics_text(server *s)
               "# TYPE orchard_slots_busy gauge\norchard_slots_busy %d\n"
               "# HELP orchard_slots_total Parallel slots.\n"
               "# TYPE orchard_slots_total gauge\norchard_slots_total %d\n"
-              "# HELP orchard_escalations_total Requests sent to an upstream model.\n"
-              "# TYPE orchard_escalations_total counter\norchard_escalations_total 0\n",
-              st.queued, st.active, st.n_parallel);
+              "# HELP orchard_escalations_total Requests answered by the upstream model.\n"
+              "# TYPE orchard_escalations_total counter\norchard_escalations_total %llu\n"
+              "# HELP orchard_escalation_failures_total Escalations whose upstream failed.\n"
+              "# TYPE orchard_escalation_failures_total counter\norchard_escalation_failures_total %llu\n",
+              st.queued, st.active, st.n_parallel, (unsigned long long)esc,
+              (unsigned long long)esc_fail);
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -238,6 +259,8 @@ static char *metrics_text(server *s)
 
 static void add_common_headers(conn *c, struct MHD_Response *r)
 {
+    if (c->route_hdr)
+        MHD_add_response_header(r, "X-Orchard-Route", c->route_hdr);
     if (c->srv->cors) {
         MHD_add_response_header(r, "Access-Control-Allow-Origin", c->srv->cors);
         MHD_add_response_header(r, "Vary", "Origin");
@@ -508,7 +531,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 /* ---- generation requests ---------------------------------------------------------------- */
 
 /* Renders and tokenizes the prompt; *toks is malloc'd. */
-static int build_prompt(server *s, const srv_request *r, orc_token **toks, int32_t *n, srv_error *err)
+static int build_prompt(server *s, const srv_request *r, orc_token **toks, int32_t *n, char **text_out,
+                        srv_error *err)
 {
     char *text = NULL;
     size_t len = 0;
@@ -540,9 +564,214 @@ static int build_prompt(server *s, const srv_request *r, orc_token **toks, int32
             rc = srv_error_set(err, 400, "invalid_request_error", NULL, chat ? "messages" : "prompt",
                                "the prompt produced no tokens");
     }
-    if (chat)
+    if (text_out && chat)
+        *text_out = text;
+    else if (text_out)
+        *text_out = strdup(text);
+    else if (chat)
         orc_free(text);
     return rc;
+}
+
+/* ---- escalation ------------------------------------------------------------------------ */
+
+/* Redacts one JSON string value in place. */
+static void redact_value(server *s, json_t *parent, const char *key, json_t *arr, size_t idx, srv_redaction *map)
+{
+    json_t *v = parent ? json_object_get(parent, key) : json_array_get(arr, idx);
+    if (!json_is_string(v))
+        return;
+    char *r = srv_redact(s->policy, json_string_value(v), map);
+    if (!r)
+        return;
+    if (parent)
+        json_object_set_new(parent, key, json_string(r));
+    else
+        json_array_set_new(arr, idx, json_string(r));
+    free(r);
+}
+
+/* Puts redacted originals back into one JSON string value. */
+static void restore_value(json_t *parent, const char *key, const srv_redaction *map)
+{
+    json_t *v = json_object_get(parent, key);
+    if (!json_is_string(v) || !map->n)
+        return;
+    size_t n;
+    char *r = srv_restore(map, json_string_value(v), json_string_length(v), &n);
+    if (r)
+        json_object_set_new(parent, key, jstr(r, n));
+    free(r);
+}
+
+/* The upstream's final answer replayed as server-sent events for a streaming client. */
+static char *answer_as_sse(conn *c, json_t *ans)
+{
+    sbuf b = {0};
+    bool chat = c->req.kind == SRV_CHAT;
+    json_t *choice = json_array_get(json_object_get(ans, "choices"), 0);
+    json_t *model = json_object_get(ans, "model");
+    const char *fin = json_string_value(json_object_get(choice, "finish_reason"));
+    json_t *evs[4] = {0};
+    int ne = 0;
+    json_t *msg = json_object_get(choice, "message");
+    if (chat) {
+        evs[ne++] = chunk(c, json_pack("{s:s, s:s}", "role", "assistant", "content", ""), NULL);
+        json_t *delta = json_object();
+        json_t *content = json_object_get(msg, "content");
+        if (json_is_string(content))
+            json_object_set(delta, "content", content);
+        json_t *calls = json_deep_copy(json_object_get(msg, "tool_calls"));
+        if (json_is_array(calls)) {
+            size_t k;
+            json_t *call;
+            json_array_foreach(calls, k, call)
+                json_object_set_new(call, "index", json_integer((json_int_t)k));
+            json_object_set_new(delta, "tool_calls", calls);
+        } else {
+            json_decref(calls);
+        }
+        evs[ne++] = chunk(c, delta, NULL);
+        evs[ne++] = chunk(c, json_object(), fin ? fin : "stop");
+    } else {
+        json_t *text = json_object_get(choice, "text");
+        evs[ne++] = chunk(c, json_is_string(text) ? json_incref(text) : json_string(""), NULL);
+        evs[ne++] = chunk(c, json_string(""), fin ? fin : "stop");
+    }
+    if (c->req.include_usage && json_object_get(ans, "usage")) {
+        json_t *o = base_object(c, chat ? "chat.completion.chunk" : "text_completion");
+        json_object_set_new(o, "choices", json_array());
+        json_object_set(o, "usage", json_object_get(ans, "usage"));
+        evs[ne++] = o;
+    }
+    for (int i = 0; i < ne; i++) {
+        if (json_is_string(model))
+            json_object_set(evs[i], "model", model);
+        char *t = json_dumps(evs[i], JSON_COMPACT);
+        json_decref(evs[i]);
+        sb_put(&b, "data: ", 6);
+        if (t)
+            sb_put(&b, t, strlen(t));
+        sb_put(&b, "\n\n", 2);
+        free(t);
+    }
+    sb_put(&b, "data: [DONE]\n\n", 14);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* Sends the request, redacted, to the upstream. Returns true when the client has been
+ * answered (*res); false to fall back to the local model. */
+static bool escalate(struct MHD_Connection *mc, conn *c, const char *reason, int32_t n_tokens,
+                     enum MHD_Result *res)
+{
+    server *s = c->srv;
+    bool chat = c->req.kind == SRV_CHAT;
+    json_t *root = json_loadb(c->body, c->len, 0, NULL);
+    srv_redaction map = {0};
+    char *out = NULL, *resp = NULL;
+    json_t *ans = NULL;
+    bool answered = false;
+    char err[256] = "";
+    long status = 0;
+    size_t resp_len = 0;
+    if (!root)
+        goto failed;
+    if (chat) {
+        size_t i, k;
+        json_t *m, *part;
+        json_array_foreach(json_object_get(root, "messages"), i, m) {
+            json_t *content = json_object_get(m, "content");
+            if (json_is_string(content))
+                redact_value(s, m, "content", NULL, 0, &map);
+            else
+                json_array_foreach(content, k, part)
+                    redact_value(s, part, "text", NULL, 0, &map);
+            json_array_foreach(json_object_get(m, "tool_calls"), k, part)
+                redact_value(s, json_object_get(part, "function"), "arguments", NULL, 0, &map);
+        }
+    } else {
+        json_t *p = json_object_get(root, "prompt");
+        if (json_is_array(p))
+            redact_value(s, NULL, NULL, p, 0, &map);
+        else
+            redact_value(s, root, "prompt", NULL, 0, &map);
+    }
+    json_object_del(root, "orchard");
+    json_object_del(root, "stream_options");
+    json_object_set_new(root, "stream", json_false());
+    const char *um = c->req.model;
+    if (srv_policy_upstream_model(s->policy))
+        um = srv_policy_upstream_model(s->policy);
+    if (um)
+        json_object_set_new(root, "model", json_string(um));
+    out = json_dumps(root, JSON_COMPACT);
+    if (!out)
+        goto failed;
+    size_t out_len = strlen(out);
+    char sha[65];
+    srv_sha256_hex(out, out_len, sha);
+    int rc = srv_upstream_post(s->policy, s->upstream, s->upstream_key, chat ? "/chat/completions" : "/completions",
+                               out, out_len, &resp, &resp_len, &status, err, sizeof err);
+    ans = rc == 0 && status >= 200 && status < 300 ? json_loadb(resp, resp_len, 0, NULL) : NULL;
+    json_t *choices = json_object_get(ans, "choices");
+    if (!json_is_array(choices) || json_array_size(choices) == 0) {
+        srv_audit(s->policy, "upstream", reason, um, s->upstream, out_len, n_tokens, sha, &map, status,
+                  srv_policy_fallback_local(s->policy) ? "fallback" : "error");
+        pthread_mutex_lock(&s->mlock);
+        s->escalation_failures++;
+        pthread_mutex_unlock(&s->mlock);
+        if (!srv_policy_fallback_local(s->policy)) {
+            srv_error e;
+            srv_error_set(&e, 502, "upstream_error", NULL, NULL, "the upstream model failed: %s",
+                          err[0] ? err : "no valid answer");
+            c->route_hdr = "upstream";
+            *res = send_error(mc, c, &e);
+            answered = true;
+        }
+        goto done;
+    }
+    size_t i;
+    json_t *ch;
+    json_array_foreach(choices, i, ch) {
+        json_t *msg = json_object_get(ch, "message");
+        restore_value(ch, "text", &map);
+        restore_value(msg, "content", &map);
+        size_t k;
+        json_t *call;
+        json_array_foreach(json_object_get(msg, "tool_calls"), k, call)
+            restore_value(json_object_get(call, "function"), "arguments", &map);
+    }
+    srv_audit(s->policy, "upstream", reason, um, s->upstream, out_len, n_tokens, sha, &map, status, "ok");
+    pthread_mutex_lock(&s->mlock);
+    s->escalations++;
+    pthread_mutex_unlock(&s->mlock);
+    c->route_hdr = "upstream";
+    if (c->req.stream) {
+        *res = send_text(mc, c, 200, "text/event-stream", answer_as_sse(c, ans), NULL);
+    } else {
+        *res = send_json(mc, c, 200, json_incref(ans));
+    }
+    answered = true;
+    goto done;
+failed:
+    srv_audit(s->policy, "upstream", reason, NULL, s->upstream, 0, n_tokens, NULL, &map, 0, "error");
+done:
+    if (out) {
+        memset(out, 0, strlen(out));
+        free(out);
+    }
+    if (resp) {
+        memset(resp, 0, resp_len);
+        free(resp);
+    }
+    json_decref(ans);
+    json_decref(root);
+    srv_redaction_free(&map);
+    return answered;
 }
 
 static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
@@ -553,12 +782,42 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
     if (srv_request_parse(c->body ? c->body : "", c->len, kind, &c->req, &err))
         return send_error(mc, c, &err);
     c->have_req = true;
+    c->id_hex = (unsigned long long)(atomic_fetch_add(&s->next_id, 1) + 1) * 0x9E3779B97F4A7C15ull ^
+                (unsigned long long)s->started;
+    snprintf(c->id, sizeof c->id, "%s%016llx", kind == SRV_CHAT ? "chatcmpl-" : "cmpl-", c->id_hex);
+    c->created = (int64_t)time(NULL);
     orc_token *toks = NULL;
     int32_t n = 0;
-    if (build_prompt(s, &c->req, &toks, &n, &err)) {
+    char *text = NULL;
+    if (build_prompt(s, &c->req, &toks, &n, &text, &err)) {
         free(toks);
+        if (c->req.kind == SRV_CHAT)
+            orc_free(text);
+        else
+            free(text);
         return send_error(mc, c, &err);
     }
+    if (s->upstream) {
+        const char *reason = srv_policy_reason(s->policy, &c->req, text, n >= srv_engine_n_ctx(s->engine));
+        if (reason && srv_policy_consents(s->policy, &c->req, c->key_consents)) {
+            enum MHD_Result res;
+            if (escalate(mc, c, reason, n, &res)) {
+                free(toks);
+                if (c->req.kind == SRV_CHAT)
+                    orc_free(text);
+                else
+                    free(text);
+                return res;
+            }
+            c->route_hdr = "local-fallback";
+        } else {
+            c->route_hdr = "local";
+        }
+    }
+    if (c->req.kind == SRV_CHAT)
+        orc_free(text);
+    else
+        free(text);
     orc_grammar *g = NULL;
     if (c->req.schema_json) {
         orc_grammar_params gp = orc_grammar_default_params();
@@ -588,10 +847,6 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
     }
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     c->fd = ci ? ci->connect_fd : -1;
-    c->id_hex = (unsigned long long)(atomic_fetch_add(&s->next_id, 1) + 1) * 0x9E3779B97F4A7C15ull ^
-                (unsigned long long)s->started;
-    snprintf(c->id, sizeof c->id, "%s%016llx", kind == SRV_CHAT ? "chatcmpl-" : "cmpl-", c->id_hex);
-    c->created = (int64_t)time(NULL);
 
     if (c->req.stream) {
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, c, NULL);
@@ -630,8 +885,9 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
 
 /* ---- routing -------------------------------------------------------------------------- */
 
-static bool key_ok(server *s, struct MHD_Connection *mc)
+static bool key_ok(server *s, struct MHD_Connection *mc, bool *consents)
 {
+    *consents = false;
     if (!s->n_keys)
         return true;
     const char *h = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Authorization");
@@ -647,6 +903,7 @@ static bool key_ok(server *s, struct MHD_Connection *mc)
         for (size_t k = 0; k < kl; k++)
             diff |= (unsigned char)s->keys[i][k] ^ (unsigned char)(k < hl ? h[k] : 0);
         ok |= diff == 0;
+        *consents |= diff == 0 && s->key_consent[i];
     }
     return ok;
 }
@@ -690,7 +947,7 @@ static bool precheck(struct MHD_Connection *mc, conn *c, const char *url, const 
         *res = send_errorf(mc, c, 404, "invalid_request_error", "not_found", "unknown route '%s'", url);
         return true;
     }
-    if (c->route != R_HEALTH && !key_ok(s, mc)) {
+    if (c->route != R_HEALTH && !key_ok(s, mc, &c->key_consents)) {
         *res = send_errorf(mc, c, 401, "invalid_request_error", "invalid_api_key",
                            "%s", "missing or incorrect API key (send 'Authorization: Bearer KEY')");
         return true;
@@ -791,7 +1048,7 @@ static void completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum
             status = 499; /* a stream that did not finish */
         count_request(s, c->route, status, c->route <= R_COMPL ? now_s() - c->t0 : -1);
     }
-    if (!s->quiet)
+    if (!s->quiet && !s->stateless)
         fprintf(stderr, "orchard serve: %s %d %.3fs%s\n", ROUTE_NAMES[c->route],
                 c->answered ? c->status : 499, now_s() - c->t0,
                 tc == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
@@ -814,12 +1071,27 @@ static int add_key(server *s, const char *k, size_t n)
         k++, n--;
     if (!n || *k == '#')
         return 0;
+    /* "KEY escalate": this key's requests consent to escalation */
+    bool consent = false;
+    const char *sp = memchr(k, ' ', n);
+    if (sp) {
+        const char *f = sp;
+        while (f < k + n && *f == ' ')
+            f++;
+        consent = (size_t)(k + n - f) == 8 && !memcmp(f, "escalate", 8);
+        n = (size_t)(sp - k);
+    }
     char **keys = realloc(s->keys, (s->n_keys + 1) * sizeof *keys);
     if (!keys)
         return -1;
     s->keys = keys;
+    bool *kc = realloc(s->key_consent, (s->n_keys + 1) * sizeof *kc);
+    if (!kc)
+        return -1;
+    s->key_consent = kc;
     if (!(s->keys[s->n_keys] = strndup(k, n)))
         return -1;
+    s->key_consent[s->n_keys] = consent;
     s->n_keys++;
     return 0;
 }
@@ -860,6 +1132,7 @@ int cmd_serve(int argc, char **argv)
 {
     const char *C = "serve";
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *key_file = NULL;
+    const char *policy_file = NULL, *upstream_key_env = NULL;
     int64_t port = 8080, timeout = 60, max_header = 32768, max_conn = 128;
     srv_engine_params ep = {.n_parallel = 4, .n_ctx = 0, .n_batch = 512, .n_threads = 0, .queue_max = -1};
     static server S;
@@ -902,6 +1175,16 @@ int cmd_serve(int argc, char **argv)
             s->cors = cli_value(C, argc, argv, &i);
         } else if (!strcmp(a, "--quiet")) {
             s->quiet = true;
+        } else if (!strcmp(a, "--stateless")) {
+            s->stateless = true;
+        } else if (!strcmp(a, "--upstream")) {
+            s->upstream = cli_value(C, argc, argv, &i);
+            if (strncmp(s->upstream, "http://", 7) && strncmp(s->upstream, "https://", 8))
+                cli_usage_error(C, "--upstream expects an http:// or https:// URL, not '%s'", s->upstream);
+        } else if (!strcmp(a, "--upstream-key-env")) {
+            upstream_key_env = cli_value(C, argc, argv, &i);
+        } else if (!strcmp(a, "--policy")) {
+            policy_file = cli_value(C, argc, argv, &i);
         } else {
             cli_usage_error(C, "unknown option '%s'", a);
         }
@@ -911,6 +1194,24 @@ int cmd_serve(int argc, char **argv)
         cli_usage_error(C, "--host expects an IPv4 address, not '%s'", host);
     if (load_keys(s, key_file))
         return CLI_EXIT_FAIL;
+    if (upstream_key_env) {
+        const char *v = getenv(upstream_key_env);
+        if (!v || !*v) {
+            fprintf(stderr, "orchard serve: $%s (the upstream key) is not set\n", upstream_key_env);
+            return CLI_EXIT_FAIL;
+        }
+        s->upstream_key = strdup(v);
+    }
+    char perr[320] = "";
+    if ((policy_file || s->upstream) && !(s->policy = srv_policy_load(policy_file, perr, sizeof perr))) {
+        fprintf(stderr, "orchard serve: %s\n", perr);
+        return CLI_EXIT_FAIL;
+    }
+    if (s->upstream && curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        fprintf(stderr, "orchard serve: libcurl failed to initialise\n");
+        return CLI_EXIT_FAIL;
+    }
+    ep.keep_cache = !s->stateless;
     if (!model_path)
         model_path = cli_default_model();
 
@@ -952,8 +1253,9 @@ int cmd_serve(int argc, char **argv)
         goto done;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    fprintf(stderr, "orchard serve: model '%s', %d slots of %d positions%s\n", s->model_id, ep.n_parallel,
-            srv_engine_n_ctx(s->engine), s->n_keys ? ", API keys required" : "");
+    fprintf(stderr, "orchard serve: model '%s', %d slots of %d positions%s%s%s\n", s->model_id, ep.n_parallel,
+            srv_engine_n_ctx(s->engine), s->n_keys ? ", API keys required" : "",
+            s->upstream ? ", escalation upstream configured" : "", s->stateless ? ", stateless" : "");
     fprintf(stderr, "orchard serve: listening on http://%s:%u\n", host, di ? di->port : (unsigned)port);
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -969,6 +1271,14 @@ done:
     for (size_t i = 0; i < s->n_keys; i++)
         free(s->keys[i]);
     free(s->keys);
+    free(s->key_consent);
+    if (s->upstream_key) {
+        memset(s->upstream_key, 0, strlen(s->upstream_key));
+        free(s->upstream_key);
+    }
+    srv_policy_free(s->policy);
+    if (s->upstream)
+        curl_global_cleanup();
     pthread_mutex_destroy(&s->mlock);
     return rc;
 }

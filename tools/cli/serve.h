@@ -80,6 +80,7 @@ typedef struct srv_engine_params {
     int32_t n_batch;      /* most tokens per batch step */
     int32_t n_threads;
     int32_t queue_max;    /* waiting jobs beyond the busy slots before 429 */
+    bool keep_cache;      /* false: clear a slot's sequence after every job (stateless) */
 } srv_engine_params;
 
 /* A generation to run: prompt tokens and sampling settings. The engine copies what it
@@ -125,3 +126,51 @@ typedef struct srv_engine_stats {
 void srv_engine_stats_get(srv_engine *e, srv_engine_stats *out);
 
 #endif
+
+/* ---- Escalation (serve_upstream.c): policy, redaction, audit, the libcurl client ---- */
+
+typedef struct srv_policy srv_policy;
+
+/* Loads a policy file (JSON, see docs/SERVER.md); path NULL gives the defaults (consent
+ * "never"). NULL with a message in err on failure. */
+srv_policy *srv_policy_load(const char *path, char *err, size_t errlen);
+void srv_policy_free(srv_policy *p);
+/* Where audit lines go (NULL: none) and the upstream's answer deadline. */
+const char *srv_policy_audit_path(const srv_policy *p);
+
+/* Why a request should leave the device, or NULL: a model name mapped to the upstream
+ * ("model"), a prompt longer than the local context ("context"), or a matching rule
+ * ("rule:NAME"). text is the rendered prompt. */
+const char *srv_policy_reason(const srv_policy *p, const srv_request *r, const char *text, bool too_long);
+/* Whether consent allows escalation: server-wide "always", or "per_request" with the
+ * request's flag or a consenting API key. */
+bool srv_policy_consents(const srv_policy *p, const srv_request *r, bool key_consents);
+bool srv_policy_fallback_local(const srv_policy *p);
+/* The model name sent upstream instead of the request's, or NULL. */
+const char *srv_policy_upstream_model(const srv_policy *p);
+
+/* Placeholder <-> original pairs of one request. */
+typedef struct srv_redaction {
+    char **ph, **orig;
+    int n;
+    int counts[4]; /* email, phone, card, custom */
+} srv_redaction;
+/* Replaces configured patterns in text with placeholders like [EMAIL_1] (the same value
+ * gets the same placeholder); malloc'd. */
+char *srv_redact(const srv_policy *p, const char *text, srv_redaction *map);
+/* Puts the originals back (malloc'd). */
+char *srv_restore(const srv_redaction *map, const char *text, size_t len, size_t *out_len);
+void srv_redaction_free(srv_redaction *map);
+
+void srv_sha256_hex(const void *data, size_t n, char out[65]);
+
+/* POSTs body to base_url + path with libcurl (TLS verification on, policy timeout).
+ * Returns 0 with the response (malloc'd) and its status, or -1 with err. */
+int srv_upstream_post(const srv_policy *p, const char *base_url, const char *key, const char *path,
+                      const char *body, size_t len, char **resp, size_t *resp_len, long *status,
+                      char *err, size_t errlen);
+
+/* Appends one JSON line to the audit log (no content ever). */
+void srv_audit(const srv_policy *p, const char *route, const char *reason, const char *model,
+               const char *upstream, size_t bytes_sent, int32_t tokens_sent, const char *sha256_hex,
+               const srv_redaction *map, long status, const char *outcome);

@@ -51,6 +51,7 @@ struct srv_engine {
     orc_model *model;
     orc_context *ctx;
     int32_t n_ctx, n_batch, n_vocab, n_slots, queue_max;
+    bool keep_cache;
     slot *slots;
     orc_batch_token *batch;
     pthread_mutex_t lock;
@@ -139,6 +140,10 @@ static void finish_slot(srv_engine *e, slot *s, const char *finish, int err_stat
     orc_detok_stream_free(s->ds);
     s->ds = NULL;
     s->job = NULL;
+    if (!e->keep_cache) {
+        orc_seq_clear(e->ctx, s->seq);
+        s->n_cache = 0;
+    }
     if (--j->refs == 0)
         job_free(j);
     s->last_used = ++e->tick;
@@ -358,6 +363,7 @@ orc_status srv_engine_new(orc_model *model, const srv_engine_params *p, srv_engi
     e->model = model;
     e->n_slots = p->n_parallel > 0 ? p->n_parallel : 1;
     e->queue_max = p->queue_max >= 0 ? p->queue_max : 4 * e->n_slots;
+    e->keep_cache = p->keep_cache;
     e->n_vocab = orc_model_n_vocab(model);
     orc_context_params cp = orc_context_default_params();
     cp.n_ctx = p->n_ctx;
