@@ -574,7 +574,15 @@ struct grammar {
     uint8_t bclass[256];
     uint8_t brep[256];   /* a representative byte of each class */
     uint32_t n_bclass;
+    /* The matcher pool new matchers join, so that state tables and masks carry over
+     * between the outputs of one grammar. Internal mutable cache behind the immutable
+     * interface, guarded by mu. */
+    pthread_mutex_t mu;
+    bool mu_ok;
+    struct gpool *shared;
 };
+
+static void pool_free(struct gpool *p);
 
 /* Partition the bytes by their membership in every byte set of the grammar. */
 static void byte_classes(grammar *g)
@@ -611,6 +619,10 @@ void grammar_free(grammar *g)
 {
     if (!g)
         return;
+    if (g->shared)
+        pool_free(g->shared);
+    if (g->mu_ok)
+        pthread_mutex_destroy(&g->mu);
     if (g->names)
         for (uint32_t i = 0; i < g->n_rules; i++)
             free(g->names[i]);
@@ -768,6 +780,9 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
     g->n_el = pos;
     g->root = (uint32_t)root_id;
     byte_classes(g);
+    if (pthread_mutex_init(&g->mu, NULL) != 0)
+        goto oom;
+    g->mu_ok = true;
     free(nullable);
     free(color);
     free(stk);
@@ -805,6 +820,7 @@ fail:
 typedef struct gpool {
     pthread_mutex_t mu;
     int refs;
+    uint32_t start;         /* the start state */
     const grammar *g;
     /* stack nodes: (pos, parent) */
     uint32_t *npos, *npar;
@@ -859,7 +875,7 @@ struct grammar_matcher {
     bool terminated;
 };
 
-static void pool_free(gpool *p)
+static void pool_free(struct gpool *p)
 {
     if (!p)
         return;
@@ -1285,23 +1301,47 @@ static uint32_t start_state(gpool *p)
     return expand(p, nw);
 }
 
-grammar_matcher *grammar_matcher_new(const grammar *g)
+/* A grammar's shared pool is replaced by a fresh one (for new matchers) once it holds
+ * this many states, which bounds its growth in long-running servers. */
+#define SHARED_POOL_MAX_STATES (1u << 20)
+
+grammar_matcher *grammar_matcher_new(const grammar *cg)
 {
-    if (!g)
+    if (!cg)
         return NULL;
+    grammar *g = (grammar *)cg; /* only the guarded pool cache is written */
     grammar_matcher *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
-    m->p = pool_new(g);
-    if (!m->p) {
-        free(m);
-        return NULL;
+    pthread_mutex_lock(&g->mu);
+    gpool *p = g->shared;
+    bool fresh = !p;
+    if (p) {
+        pthread_mutex_lock(&p->mu);
+        fresh = p->n_states >= SHARED_POOL_MAX_STATES || p->error;
+        pthread_mutex_unlock(&p->mu);
     }
-    m->start = start_state(m->p);
-    if (m->start == ST_DEAD) {
-        grammar_matcher_free(m);
-        return NULL;
+    if (fresh) {
+        gpool *np = pool_new(g);
+        uint32_t start = np ? start_state(np) : ST_DEAD;
+        if (start == ST_DEAD) {
+            pool_free(np);
+            pthread_mutex_unlock(&g->mu);
+            free(m);
+            return NULL;
+        }
+        np->start = start;
+        if (g->shared)
+            pool_free(g->shared);
+        g->shared = np; /* the grammar holds the pool's first reference */
     }
+    p = g->shared;
+    pthread_mutex_lock(&p->mu);
+    p->refs++;
+    m->start = p->start;
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&g->mu);
+    m->p = p;
     m->state = m->start;
     return m;
 }

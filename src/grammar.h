@@ -66,17 +66,18 @@ size_t grammar_n_elems(const grammar *g);
 typedef struct grammar_matcher grammar_matcher;
 
 /* A new matcher at the start of the grammar. g must outlive it. NULL on OOM or when the
- * grammar's start state exceeds the matcher limits (message in err when non-NULL). */
+ * grammar's start state exceeds the matcher limits. Matchers of one grammar share its
+ * state tables and mask cache (so later outputs of a grammar are cheaper); the sharing is
+ * thread-safe, and a pool that grew past 1M states is replaced for new matchers. */
 grammar_matcher *grammar_matcher_new(const grammar *g);
-/* A copy at the same position. Clones share their state tables and mask caches (which
- * is what makes them cheap), so a matcher and its clones must be used by one thread at
- * a time; matchers made by separate grammar_matcher_new calls are independent. */
+/* A copy at the same position (O(1), shares the caches). Any matcher may be used from any
+ * thread, one thread per matcher at a time. */
 grammar_matcher *grammar_matcher_clone(const grammar_matcher *m);
 void grammar_matcher_free(grammar_matcher *m);
 /* Back to the start of the grammar. */
 void grammar_matcher_reset(grammar_matcher *m);
 
-/* The whole position as one number, valid for this matcher and its clones: restore()
+/* The whole position as one number, valid for matchers sharing a pool: restore()
  * returns to it in O(1) (rollback of speculative or rejected tokens). Equal positions of
  * the same matcher family have equal snapshots, so it also serves as a state key. */
 typedef uint64_t grammar_snapshot;

@@ -573,6 +573,7 @@ static void test_vocab_from_tokenizer(void **state)
 /* clones used from two threads at once share the pool safely */
 typedef struct {
     const grammar_matcher *base;
+    const grammar *g;
     int ok;
 } thr_arg;
 
@@ -581,7 +582,9 @@ static void *thr_main(void *p)
     thr_arg *a = p;
     a->ok = 1;
     for (int i = 0; i < 200; i++) {
-        grammar_matcher *m = grammar_matcher_clone(a->base);
+        /* clones and new matchers of one grammar share the pool */
+        grammar_matcher *m = i % 2 ? grammar_matcher_clone(a->base)
+                                   : grammar_matcher_new(a->g);
         const char *t = "{\"k\": [1, 2, {\"x\": \"y\"}], \"z\": null}";
         if (!grammar_matcher_accept_bytes(m, t, strlen(t)) || !grammar_matcher_is_complete(m))
             a->ok = 0;
@@ -599,6 +602,7 @@ static void test_threads(void **state)
     thr_arg a[4];
     for (int i = 0; i < 4; i++) {
         a[i].base = base;
+        a[i].g = g;
         pthread_create(&t[i], NULL, thr_main, &a[i]);
     }
     for (int i = 0; i < 4; i++) {
