@@ -377,8 +377,37 @@ static json_t *prompt_message(const json_t *e)
     return m;
 }
 
-/* The chat messages of a transcript (plus an optional extra user message). */
-static json_t *transcript_messages(const json_t *entries, const char *extra_user)
+/* Templates differ: most want the arguments as an object, some (functionary, Apertus)
+ * concatenate them as a string. */
+static json_t *call_args(const json_t *c, bool as_string)
+{
+    json_t *a = json_object_get(c, "arguments");
+    if (!as_string)
+        return json_incref(a);
+    char *txt = json_dumps(a, JSON_COMPACT);
+    json_t *r = txt ? json_string(txt) : NULL;
+    free(txt);
+    return r;
+}
+
+static json_t *call_message(const json_t *e, const json_t *c, bool with_text, bool args_string)
+{
+    json_t *fn = json_pack("{s:s, s:o}", "name", jstr(c, "name"), "arguments", call_args(c, args_string));
+    json_t *call = json_pack("{s:s, s:s, s:o}", "id", jstr(c, "id"), "type", "function", "function", fn);
+    return json_pack("{s:s, s:s, s:[o]}", "role", "assistant", "content", with_text ? jstr(e, "text") : "",
+                     "tool_calls", call);
+}
+
+static json_t *output_message(const json_t *e)
+{
+    return json_pack("{s:s, s:s, s:s, s:s}", "role", "tool", "tool_call_id", jstr(e, "id"), "name", jstr(e, "name"),
+                     "content", jstr(e, "output"));
+}
+
+/* The chat messages of a transcript (plus an optional extra user message). split: one
+ * assistant message per tool call, each followed by its output (for templates that
+ * accept a single call per message, like Llama 3.1's). */
+static json_t *transcript_messages(const json_t *entries, const char *extra_user, bool split, bool args_string)
 {
     json_t *msgs = json_array();
     sbuf sys = {0};
@@ -407,19 +436,34 @@ static json_t *transcript_messages(const json_t *entries, const char *extra_user
             m = prompt_message(e);
         } else if (!strcmp(type, "response")) {
             m = json_pack("{s:s, s:s}", "role", "assistant", "content", jstr(e, "text"));
+        } else if (!strcmp(type, "tool_calls") && split) {
+            size_t k;
+            json_t *c;
+            json_array_foreach(json_object_get(e, "calls"), k, c) {
+                json_array_append_new(msgs, call_message(e, c, k == 0, args_string));
+                for (size_t j = i + 1; j < json_array_size(entries); j++) {
+                    json_t *o = json_array_get(entries, j);
+                    if (!strcmp(jstr(o, "type"), "tool_output") && !strcmp(jstr(o, "id"), jstr(c, "id"))) {
+                        json_array_append_new(msgs, output_message(o));
+                        break;
+                    }
+                }
+            }
+            continue;
         } else if (!strcmp(type, "tool_calls")) {
             json_t *tc = json_array();
             size_t k;
             json_t *c;
             json_array_foreach(json_object_get(e, "calls"), k, c) {
-                json_t *fn = json_pack("{s:s, s:O}", "name", jstr(c, "name"), "arguments", json_object_get(c, "arguments"));
+                json_t *fn = json_pack("{s:s, s:o}", "name", jstr(c, "name"), "arguments", call_args(c, args_string));
                 json_array_append_new(tc, json_pack("{s:s, s:s, s:o}", "id", jstr(c, "id"), "type", "function",
                                                     "function", fn));
             }
             m = json_pack("{s:s, s:s, s:o}", "role", "assistant", "content", jstr(e, "text"), "tool_calls", tc);
         } else if (!strcmp(type, "tool_output")) {
-            m = json_pack("{s:s, s:s, s:s, s:s}", "role", "tool", "tool_call_id", jstr(e, "id"), "name",
-                          jstr(e, "name"), "content", jstr(e, "output"));
+            if (split)
+                continue; /* written after its call */
+            m = output_message(e);
         } else {
             continue;
         }
@@ -433,6 +477,17 @@ static json_t *transcript_messages(const json_t *entries, const char *extra_user
         return NULL;
     }
     return msgs;
+}
+
+static bool has_calls(const json_t *entries)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        if (json_array_size(json_object_get(e, "calls")) > 0)
+            return true;
+    }
+    return false;
 }
 
 static orc_status render(orc_session *s, const json_t *msgs, bool with_tools, bool gen_prompt, char **out)
@@ -480,9 +535,16 @@ static orc_status render_tokens(orc_session *s, const json_t *entries, bool with
                                 int32_t *n)
 {
     char *text = NULL;
-    json_t *msgs = transcript_messages(entries, NULL);
-    orc_status st = render(s, msgs, with_tools, true, &text);
-    json_decref(msgs);
+    orc_status st = ORC_OK;
+    /* tool calls: the conventional form first, then the forms some templates insist on */
+    int forms = has_calls(entries) ? 4 : 1;
+    for (int f = 0; f < forms; f++) {
+        json_t *msgs = transcript_messages(entries, NULL, f >= 2, f % 2 == 1);
+        st = render(s, msgs, with_tools, true, &text);
+        json_decref(msgs);
+        if (st != ORC_ERR_FORMAT)
+            break;
+    }
     if (st == ORC_OK)
         st = tokenize_text(s, text, strlen(text), true, toks, n);
     free(text);
@@ -1300,7 +1362,9 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
                 continue;
             }
         }
-        result = dupstr(text);
+        /* recipient/channel syntaxes wrap even plain answers: keep the answer only */
+        bool wrapped = s->syntax == ORC_TOOL_SYNTAX_FUNCTIONARY || s->syntax == ORC_TOOL_SYNTAX_GPT_OSS;
+        result = tools_on && content && wrapped ? dupstr(content) : dupstr(text);
         if (!result) {
             status = orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
             goto done;
@@ -1385,7 +1449,7 @@ orc_status orc_session_prewarm(orc_session *s, const char *prefix, int32_t *n_ev
     if (prefix)
         sb_add(&u, prefix, strlen(prefix));
     sb_add(&u, CUT_MARK, strlen(CUT_MARK));
-    json_t *msgs = u.oom ? NULL : transcript_messages(s->entries, u.p);
+    json_t *msgs = u.oom ? NULL : transcript_messages(s->entries, u.p, false, false);
     free(u.p);
     char *text = NULL;
     orc_token *toks = NULL;

@@ -725,6 +725,12 @@ long tool_call_start(orc_tool_syntax s, const char *text, size_t len)
         if (p < end && *p == '{')
             return (long)(p - text);
     }
+    if (s == ORC_TOOL_SYNTAX_FUNCTIONARY) {
+        /* v3.2 answers start with a recipient line: a tool name, or "all" for text */
+        const char *nl;
+        if (ident_line(text, end, &nl) && !((size_t)(nl - text) == 3 && !memcmp(text, "all", 3)))
+            return 0;
+    }
     long best = -1;
     for (const char *const *m = tool_syntax_markers(s); *m; m++) {
         const char *f = find(text, end, *m);

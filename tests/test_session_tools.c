@@ -230,6 +230,7 @@ static void test_detect(void **state)
     assert_int_equal(detect_file("deepseek-ai-DeepSeek-V3.1.jinja"), ORC_TOOL_SYNTAX_DEEPSEEK);
     assert_int_equal(detect_file("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"), ORC_TOOL_SYNTAX_DEEPSEEK);
     assert_int_equal(detect_file("Kimi-K2-Instruct.jinja"), ORC_TOOL_SYNTAX_KIMI);
+    assert_int_equal(detect_file("moonshotai-Kimi-K2.jinja"), ORC_TOOL_SYNTAX_KIMI);
     assert_int_equal(detect_file("GLM-4.6.jinja"), ORC_TOOL_SYNTAX_GLM);
     assert_int_equal(detect_file("openai-gpt-oss-120b.jinja"), ORC_TOOL_SYNTAX_GPT_OSS);
     assert_int_equal(detect_file("Qwen3-Coder.jinja"), ORC_TOOL_SYNTAX_QWEN3_CODER);

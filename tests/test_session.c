@@ -1,0 +1,766 @@
+/* test_session.c - sessions through the public API on stories260K (ChatML fallback
+ * template): transcript round-trip, one request at a time, cancellation, stop strings,
+ * prefix-cache reuse and prewarm asserted from the reported counts, context overflow and
+ * both policies, structured responses with snapshots, and tool round-trips with a
+ * scripted model for each syntax, rendered through the real chat templates. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "orchard.h"
+#include "session.h"
+#include "testutil.h"
+
+static orc_model *model;
+
+static int setup(void **state)
+{
+    (void)state;
+    return orc_model_load(tu_shared("models/stories260K.gguf"), NULL, &model) == ORC_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    orc_model_free(model);
+    return 0;
+}
+
+static orc_session_params base_params(int32_t n_ctx)
+{
+    orc_session_params p = orc_session_default_params();
+    p.instructions = "You tell short stories about animals.";
+    p.context.n_ctx = n_ctx;
+    p.context.n_threads = 1;
+    p.defaults.sampler.temperature = 0; /* greedy */
+    p.defaults.max_tokens = 24;
+    return p;
+}
+
+static orc_session *new_session(const orc_session_params *p)
+{
+    orc_session *s = NULL;
+    if (orc_session_new(model, p, &s) != ORC_OK)
+        fail_msg("orc_session_new: %s", orc_last_error());
+    return s;
+}
+
+static char *respond(orc_session *s, const char *prompt, orc_response_stats *st)
+{
+    orc_request r = orc_request_default();
+    r.prompt = prompt;
+    char *out = NULL;
+    orc_status rc = orc_session_respond_ex(s, &r, &out, st);
+    if (rc != ORC_OK)
+        fail_msg("respond: %s (%s)", orc_status_string(rc), orc_last_error());
+    return out;
+}
+
+static json_t *transcript(orc_session *s)
+{
+    char *js = NULL;
+    assert_int_equal(orc_session_transcript_json(s, &js), ORC_OK);
+    json_t *t = json_loads(js, 0, NULL);
+    orc_free(js);
+    assert_non_null(t);
+    return t;
+}
+
+static void test_basic_and_reuse(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(512);
+    orc_session *s = new_session(&p);
+    orc_response_stats s1, s2;
+    char *a = respond(s, "Once upon a time there was a cat.", &s1);
+    assert_true(s1.n_generated > 0 && s1.n_generated <= 24);
+    assert_int_equal(s1.n_cached, 0);
+    assert_int_equal(s1.n_evaluated, s1.n_prompt);
+    assert_int_equal(orc_session_n_entries(s), 3); /* instructions, prompt, response */
+    char *b = respond(s, "What did the cat do next?", &s2);
+    /* the second turn reuses at least the whole first prompt; only the rest is evaluated */
+    assert_true(s2.n_cached >= s1.n_prompt);
+    assert_int_equal(s2.n_cached + s2.n_evaluated, s2.n_prompt);
+    assert_true(s2.n_evaluated < s2.n_prompt - s1.n_prompt);
+    /* count_tokens predicts the prompt of a request */
+    int32_t n3 = 0;
+    assert_int_equal(orc_session_count_tokens(s, "And then?", &n3), ORC_OK);
+    orc_response_stats s3;
+    char *c = respond(s, "And then?", &s3);
+    assert_int_equal(n3, s3.n_prompt);
+
+    /* the same conversation without prefix reuse: everything evaluated, same text */
+    p.prefix_reuse = false;
+    orc_session *u = new_session(&p);
+    orc_response_stats u1, u2, u3;
+    char *a2 = respond(u, "Once upon a time there was a cat.", &u1);
+    char *b2 = respond(u, "What did the cat do next?", &u2);
+    char *c2 = respond(u, "And then?", &u3);
+    assert_int_equal(u2.n_cached, 0);
+    assert_int_equal(u2.n_evaluated, u2.n_prompt);
+    assert_int_equal(u2.n_prompt, s2.n_prompt);
+    assert_string_equal(a, a2);
+    assert_string_equal(b, b2);
+    assert_string_equal(c, c2);
+    json_t *t = transcript(s);
+    json_t *e = json_object_get(t, "entries");
+    assert_int_equal(json_array_size(e), 7);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(e, 0), "type")), "instructions");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(e, 6), "text")), c);
+    json_decref(t);
+    orc_free(a); orc_free(b); orc_free(c); orc_free(a2); orc_free(b2); orc_free(c2);
+    orc_session_free(s);
+    orc_session_free(u);
+}
+
+static void test_transcript_roundtrip(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(512);
+    p.defaults.sampler.temperature = 0.9f;
+    p.defaults.sampler.seed = 1234;
+    orc_session *s = new_session(&p);
+    orc_free(respond(s, "Tell me about a dog.", NULL));
+    orc_free(respond(s, "Was the dog happy?", NULL));
+    char *js = NULL;
+    assert_int_equal(orc_session_transcript_json(s, &js), ORC_OK);
+
+    orc_session_params q = base_params(512);
+    q.instructions = "something else, replaced by the transcript";
+    q.defaults = p.defaults;
+    orc_session *r = new_session(&q);
+    assert_int_equal(orc_session_load_transcript(r, js), ORC_OK);
+    char *js2 = NULL;
+    assert_int_equal(orc_session_transcript_json(r, &js2), ORC_OK);
+    assert_string_equal(js, js2);
+    /* the same next output with the same seed */
+    orc_response_stats st;
+    char *x = respond(s, "What happened at night?", NULL);
+    char *y = respond(r, "What happened at night?", &st);
+    assert_string_equal(x, y);
+    assert_int_equal(st.n_cached, 0); /* the restored session had nothing cached */
+    /* malformed transcripts are rejected and change nothing */
+    int32_t n = orc_session_n_entries(r);
+    assert_int_equal(orc_session_load_transcript(r, "{\"version\":1,\"entries\":[{\"type\":\"bogus\"}]}"), ORC_ERR_FORMAT);
+    assert_int_equal(orc_session_load_transcript(r, "{\"version\":99,\"entries\":[]}"), ORC_ERR_FORMAT);
+    assert_int_equal(orc_session_load_transcript(r, "[1,"), ORC_ERR_FORMAT);
+    assert_int_equal(orc_session_load_transcript(r, "{\"version\":1,\"entries\":[{\"type\":\"prompt\",\"text\":\"a\"},"
+                                                    "{\"type\":\"instructions\",\"text\":\"late\"}]}"),
+                     ORC_ERR_FORMAT);
+    assert_int_equal(orc_session_n_entries(r), n);
+    /* reset keeps the instructions */
+    assert_int_equal(orc_session_reset(r), ORC_OK);
+    assert_int_equal(orc_session_n_entries(r), 1);
+    orc_free(js);
+    orc_free(js2);
+    orc_free(x);
+    orc_free(y);
+    orc_session_free(s);
+    orc_session_free(r);
+}
+
+/* ---- one request at a time ---- */
+
+typedef struct {
+    orc_session *s;
+    atomic_int started, release;
+    orc_status status;
+    int deltas;
+} busy_ctx;
+
+static bool blocking_delta(const char *d, size_t n, void *user)
+{
+    (void)d;
+    (void)n;
+    busy_ctx *b = user;
+    b->deltas++;
+    atomic_store(&b->started, 1);
+    while (!atomic_load(&b->release)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return true;
+}
+
+static void *busy_worker(void *arg)
+{
+    busy_ctx *b = arg;
+    orc_request r = orc_request_default();
+    r.prompt = "Once upon a time";
+    r.on_delta = blocking_delta;
+    r.user = b;
+    char *out = NULL;
+    b->status = orc_session_respond_ex(b->s, &r, &out, NULL);
+    orc_free(out);
+    return NULL;
+}
+
+static void test_busy(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(256);
+    busy_ctx b = {.s = new_session(&p)};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, busy_worker, &b), 0);
+    while (!atomic_load(&b.started)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    char *out = NULL;
+    int32_t n = 0;
+    assert_int_equal(orc_session_respond(b.s, "hello", &out), ORC_ERR_BUSY);
+    assert_null(out);
+    assert_int_equal(orc_session_count_tokens(b.s, "hello", &n), ORC_ERR_BUSY);
+    assert_int_equal(orc_session_prewarm(b.s, NULL, NULL), ORC_ERR_BUSY);
+    assert_int_equal(orc_session_load_transcript(b.s, "{\"version\":1,\"entries\":[]}"), ORC_ERR_BUSY);
+    /* another session on the same model is independent */
+    orc_session *other = new_session(&p);
+    orc_free(respond(other, "A bird sang.", NULL));
+    orc_session_free(other);
+    atomic_store(&b.release, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(b.status, ORC_OK);
+    assert_int_equal(orc_session_n_entries(b.s), 3);
+    orc_session_free(b.s);
+}
+
+/* ---- cancellation ---- */
+
+static bool cancel_after_3(const char *d, size_t n, void *user)
+{
+    (void)d;
+    (void)n;
+    int *k = user;
+    return ++*k < 3;
+}
+
+static void *cancel_thread(void *arg)
+{
+    busy_ctx *b = arg;
+    while (!atomic_load(&b->started)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    orc_session_cancel(b->s);
+    atomic_store(&b->release, 1);
+    return NULL;
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(256);
+    p.defaults.max_tokens = 200;
+    orc_session *s = new_session(&p);
+    orc_request r = orc_request_default();
+    r.prompt = "Once upon a time";
+    int k = 0;
+    r.on_delta = cancel_after_3;
+    r.user = &k;
+    char *out = NULL;
+    orc_response_stats st;
+    assert_int_equal(orc_session_respond_ex(s, &r, &out, &st), ORC_ERR_CANCELLED);
+    assert_int_equal(k, 3);
+    assert_int_equal(st.stop_reason, ORC_STOP_CANCELLED);
+    assert_true(st.n_generated < 200);
+    assert_non_null(out);
+    /* the partial response is in the transcript */
+    json_t *t = transcript(s);
+    json_t *last = json_array_get(json_object_get(t, "entries"), 2);
+    assert_string_equal(json_string_value(json_object_get(last, "text")), out);
+    json_decref(t);
+    orc_free(out);
+
+    /* from another thread, while the callback waits */
+    busy_ctx b = {.s = s};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_thread, &b), 0);
+    r.on_delta = blocking_delta;
+    r.user = &b;
+    assert_int_equal(orc_session_respond_ex(s, &r, &out, &st), ORC_ERR_CANCELLED);
+    pthread_join(th, NULL);
+    assert_int_equal(b.deltas, 1);
+    assert_int_equal(st.stop_reason, ORC_STOP_CANCELLED);
+    orc_free(out);
+    /* the session works afterwards */
+    orc_free(respond(s, "Then?", NULL));
+    orc_session_free(s);
+}
+
+/* ---- stop strings, max tokens, streaming ---- */
+
+typedef struct {
+    char buf[8192];
+    size_t n;
+} collect;
+
+static bool collect_delta(const char *d, size_t n, void *user)
+{
+    collect *c = user;
+    assert_true(c->n + n < sizeof c->buf);
+    memcpy(c->buf + c->n, d, n);
+    c->n += n;
+    c->buf[c->n] = 0;
+    return true;
+}
+
+static void test_stop_strings(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(512);
+    p.defaults.max_tokens = 40;
+    orc_session *s = new_session(&p);
+    orc_response_stats st;
+    char *full = respond(s, "Once upon a time", &st);
+    assert_int_equal(st.stop_reason, ORC_STOP_MAX_TOKENS);
+    assert_int_equal(st.n_generated, 40);
+    size_t L = strlen(full);
+    assert_true(L > 20);
+    /* a stop string from the middle of the greedy text cuts the response before it */
+    char stop[8];
+    memcpy(stop, full + L / 2, 4);
+    stop[4] = 0;
+    const char *first = strstr(full, stop);
+    const char *stops[] = {"zzzz-never", stop};
+    orc_generation_options o = p.defaults;
+    o.stop = stops;
+    o.n_stop = 2;
+    orc_session *s2 = new_session(&p);
+    orc_request r = orc_request_default();
+    r.prompt = "Once upon a time";
+    r.options = &o;
+    collect c = {0};
+    r.on_delta = collect_delta;
+    r.user = &c;
+    char *cut = NULL;
+    assert_int_equal(orc_session_respond_ex(s2, &r, &cut, &st), ORC_OK);
+    assert_int_equal(st.stop_reason, ORC_STOP_STRING);
+    assert_int_equal(strlen(cut), (size_t)(first - full));
+    assert_memory_equal(cut, full, strlen(cut));
+    /* the streamed deltas are exactly the response: the stop string never leaks */
+    assert_string_equal(c.buf, cut);
+    orc_free(full);
+    orc_free(cut);
+    orc_session_free(s);
+    orc_session_free(s2);
+}
+
+/* ---- prewarm ---- */
+
+static void test_prewarm(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(512);
+    orc_session *s = new_session(&p);
+    int32_t n = 0;
+    assert_int_equal(orc_session_prewarm(s, NULL, &n), ORC_OK);
+    assert_true(n > 5);
+    assert_int_equal(orc_session_n_cached(s), n);
+    orc_response_stats st;
+    orc_free(respond(s, "Once upon a time", &st));
+    assert_true(st.n_cached >= n);
+    assert_int_equal(st.n_cached + st.n_evaluated, st.n_prompt);
+    /* with a prompt prefix */
+    orc_session *s2 = new_session(&p);
+    int32_t n2 = 0;
+    assert_int_equal(orc_session_prewarm(s2, "Once upon a time there was", &n2), ORC_OK);
+    assert_true(n2 > n);
+    orc_free(respond(s2, "Once upon a time there was a fox.", &st));
+    assert_true(st.n_cached >= n2);
+    orc_session_free(s);
+    orc_session_free(s2);
+}
+
+/* ---- the context window ---- */
+
+static void test_overflow_and_policies(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(128);
+    p.defaults.max_tokens = 16;
+    orc_session *s = new_session(&p);
+    assert_int_equal(orc_session_n_ctx(s), 128);
+    char big[2048];
+    big[0] = 0;
+    for (int i = 0; i < 40; i++)
+        strcat(big, "The cat sat. ");
+    int32_t need = 0;
+    assert_int_equal(orc_session_count_tokens(s, big, &need), ORC_OK);
+    assert_true(need > 128);
+    char *out = NULL;
+    assert_int_equal(orc_session_respond(s, big, &out), ORC_ERR_CONTEXT_FULL);
+    char want[64];
+    snprintf(want, sizeof want, "needs %d tokens", need);
+    assert_non_null(strstr(orc_last_error(), want));
+    assert_non_null(strstr(orc_last_error(), "holds 128"));
+    assert_int_equal(orc_session_n_entries(s), 1); /* nothing changed */
+    /* a conversation that grows past the window fails without a policy ... */
+    int turns = 0;
+    orc_status rc = ORC_OK;
+    while (rc == ORC_OK && turns < 20) {
+        rc = orc_session_respond(s, "Tell me more about the little cat.", &out);
+        orc_free(out);
+        out = NULL;
+        turns++;
+    }
+    assert_int_equal(rc, ORC_ERR_CONTEXT_FULL);
+    assert_true(turns > 1);
+
+    /* ... and keeps going with drop-oldest, keeping instructions and the latest turn */
+    p.policy = ORC_CONTEXT_DROP_OLDEST;
+    orc_session *d = new_session(&p);
+    int dropped = 0;
+    for (int i = 0; i < turns + 3; i++) {
+        orc_response_stats st;
+        orc_free(respond(d, "Tell me more about the little cat.", &st));
+        dropped += st.n_dropped;
+        assert_true(st.n_prompt < 128);
+    }
+    assert_true(dropped > 0);
+    json_t *t = transcript(d);
+    json_t *e = json_object_get(t, "entries");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(e, 0), "type")), "instructions");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(e, json_array_size(e) - 2), "type")), "prompt");
+    assert_true(json_array_size(e) < (size_t)(2 * (turns + 3) + 1));
+    json_decref(t);
+    /* still too big alone: the policy cannot help */
+    assert_int_equal(orc_session_respond(d, big, &out), ORC_ERR_CONTEXT_FULL);
+
+    /* summarize: older turns become a summary the model wrote */
+    p.policy = ORC_CONTEXT_SUMMARIZE;
+    p.context.n_ctx = 256;
+    orc_session *m = new_session(&p);
+    int summarized = 0;
+    for (int i = 0; i < 12 && !summarized; i++) {
+        orc_response_stats st;
+        orc_free(respond(m, "Tell me more about the little cat.", &st));
+        summarized += st.n_dropped;
+    }
+    assert_true(summarized > 0);
+    t = transcript(m);
+    e = json_object_get(t, "entries");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(e, 0), "type")), "instructions");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(e, 1), "type")), "summary");
+    json_decref(t);
+    orc_session_free(s);
+    orc_session_free(d);
+    orc_session_free(m);
+}
+
+/* ---- structured responses ---- */
+
+typedef struct {
+    char *snaps[4096];
+    int n;
+} snaps;
+
+static bool on_snap(const char *js, void *user)
+{
+    snaps *s = user;
+    json_t *v = json_loads(js, JSON_DECODE_ANY, NULL);
+    assert_non_null(v); /* every snapshot is valid JSON */
+    json_decref(v);
+    if (s->n < 4096)
+        s->snaps[s->n++] = strdup(js);
+    return true;
+}
+
+static void test_structured(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(512);
+    p.defaults.max_tokens = 200;
+    orc_session *s = new_session(&p);
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":10},"
+                         "\"age\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":99},"
+                         "\"pets\":{\"type\":\"array\",\"items\":{\"enum\":[\"cat\",\"dog\"]},\"maxItems\":2}},"
+                         "\"required\":[\"name\",\"age\",\"pets\"],\"additionalProperties\":false}";
+    for (int variant = 0; variant < 2; variant++) {
+        orc_request r = orc_request_default();
+        r.prompt = "Describe the girl in the story.";
+        r.schema = schema;
+        r.schema_in_prompt = variant == 0;
+        snaps sn = {0};
+        r.on_snapshot = on_snap;
+        r.user = &sn;
+        char *out = NULL;
+        orc_response_stats st;
+        orc_status rc = orc_session_respond_ex(s, &r, &out, &st);
+        if (rc != ORC_OK)
+            fail_msg("structured: %s", orc_last_error());
+        assert_int_equal(st.stop_reason, ORC_STOP_GRAMMAR);
+        json_t *v = json_loads(out, 0, NULL);
+        assert_non_null(v);
+        json_t *name = json_object_get(v, "name"), *age = json_object_get(v, "age"), *pets = json_object_get(v, "pets");
+        assert_true(json_is_string(name) && strlen(json_string_value(name)) <= 10);
+        assert_true(json_is_integer(age) && json_integer_value(age) >= 1 && json_integer_value(age) <= 99);
+        assert_true(json_is_array(pets) && json_array_size(pets) <= 2);
+        assert_int_equal(json_object_size(v), 3);
+        json_decref(v);
+        /* snapshots grow toward the final value, which comes last */
+        assert_true(sn.n >= 3);
+        assert_string_equal(sn.snaps[sn.n - 1], out);
+        assert_true(sn.snaps[0][0] == '{');
+        for (int i = 0; i < sn.n; i++)
+            free(sn.snaps[i]);
+        orc_free(out);
+    }
+    /* the prompt entry keeps the schema only when it was shown to the model */
+    json_t *t = transcript(s);
+    json_t *e = json_object_get(t, "entries");
+    assert_non_null(json_object_get(json_array_get(e, 1), "schema"));
+    assert_null(json_object_get(json_array_get(e, 3), "schema"));
+    assert_true(json_is_true(json_object_get(json_array_get(e, 2), "structured")));
+    json_decref(t);
+    /* a bad schema is an error, not a crash */
+    orc_request r = orc_request_default();
+    r.prompt = "x";
+    r.schema = "{\"type\": \"object\", \"properties\": ";
+    char *out = NULL;
+    assert_int_equal(orc_session_respond_ex(s, &r, &out, NULL), ORC_ERR_INVALID_ARGUMENT);
+    orc_session_free(s);
+}
+
+/* ---- tools ---- */
+
+typedef struct {
+    int calls;
+    char last_args[512];
+} tool_log;
+
+static orc_status weather_fn(const char *args, char **result, void *user)
+{
+    tool_log *l = user;
+    l->calls++;
+    snprintf(l->last_args, sizeof l->last_args, "%s", args);
+    json_t *a = json_loads(args, 0, NULL);
+    const char *city = json_string_value(json_object_get(a, "city"));
+    char buf[256];
+    snprintf(buf, sizeof buf, "{\"city\": \"%s\", \"sky\": \"sunny\", \"celsius\": 21}", city ? city : "?");
+    json_decref(a);
+    *result = strdup(buf);
+    return ORC_OK;
+}
+
+static orc_status broken_fn(const char *args, char **result, void *user)
+{
+    (void)args;
+    (void)user;
+    *result = strdup("the clock is broken");
+    return ORC_ERR_INTERNAL;
+}
+
+static const char *WEATHER_SCHEMA = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
+                                    "\"days\":{\"type\":\"integer\"}},\"required\":[\"city\"]}";
+
+typedef struct {
+    const char *template_file; /* NULL: the model's (ChatML fallback) */
+    orc_tool_syntax syntax;
+    const char *call_text;     /* the model's scripted tool-call turn */
+} syntax_case;
+
+#define DS(x) "<\xef\xbd\x9ctool\xe2\x96\x81" x "\xef\xbd\x9c>"
+
+static const syntax_case CASES[] = {
+    {NULL, ORC_TOOL_SYNTAX_HERMES,
+     "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
+     "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>"},
+    {"Qwen-Qwen2.5-7B-Instruct.jinja", ORC_TOOL_SYNTAX_HERMES,
+     "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
+     "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>"},
+    {"meta-llama-Llama-3.1-8B-Instruct.jinja", ORC_TOOL_SYNTAX_LLAMA3,
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}; {\"name\": \"get_time\", \"parameters\": {}}"},
+    {"Mistral-Small-3.2-24B-Instruct-2506.jinja", ORC_TOOL_SYNTAX_MISTRAL,
+     "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]get_time[ARGS]{}"},
+    {"mistralai-Mistral-Nemo-Instruct-2407.jinja", ORC_TOOL_SYNTAX_MISTRAL,
+     "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"get_time\", \"arguments\": {}}]"},
+    {"meetkai-functionary-medium-v3.2.jinja", ORC_TOOL_SYNTAX_FUNCTIONARY,
+     "get_weather\n{\"city\": \"Paris\"}>>>get_time\n{}"},
+    {"ibm-granite-granite-3.3-2B-Instruct.jinja", ORC_TOOL_SYNTAX_GRANITE,
+     "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"get_time\", \"arguments\": {}}]"},
+    {"deepseek-ai-DeepSeek-V3.1.jinja", ORC_TOOL_SYNTAX_DEEPSEEK,
+     DS("calls\xe2\x96\x81" "begin") DS("call\xe2\x96\x81" "begin") "get_weather" DS("sep") "{\"city\": \"Paris\"}"
+     DS("call\xe2\x96\x81" "end") DS("call\xe2\x96\x81" "begin") "get_time" DS("sep") "{}" DS("call\xe2\x96\x81" "end")
+     DS("calls\xe2\x96\x81" "end")},
+    {"moonshotai-Kimi-K2.jinja", ORC_TOOL_SYNTAX_KIMI,
+     "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>"
+     "{\"city\": \"Paris\"}<|tool_call_end|><|tool_call_begin|>functions.get_time:1<|tool_call_argument_begin|>{}"
+     "<|tool_call_end|><|tool_calls_section_end|>"},
+    {"GLM-4.6.jinja", ORC_TOOL_SYNTAX_GLM,
+     "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call>"
+     "<tool_call>get_time\n</tool_call>"},
+    {"openai-gpt-oss-120b.jinja", ORC_TOOL_SYNTAX_GPT_OSS,
+     "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Paris\"}<|call|>"
+     "<|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{}<|call|>"},
+    {"Qwen3-Coder.jinja", ORC_TOOL_SYNTAX_QWEN3_CODER,
+     "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>\n"
+     "<tool_call>\n<function=get_time>\n</function>\n</tool_call>"},
+};
+
+static void test_tool_roundtrips(void **state)
+{
+    (void)state;
+    for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ci++) {
+        const syntax_case *c = &CASES[ci];
+        tool_log log = {0};
+        orc_tool tools[2] = {
+            {"get_weather", "Current weather in a city", WEATHER_SCHEMA, weather_fn, &log},
+            {"get_time", "The current time", NULL, broken_fn, NULL},
+        };
+        orc_session_params p = base_params(4096);
+        p.tools = tools;
+        p.n_tools = 2;
+        p.parallel_tool_calls = ci % 2 == 1;
+        char *tpl = NULL;
+        if (c->template_file) {
+            char path[256];
+            snprintf(path, sizeof path, "templates/%s", c->template_file);
+            tpl = tu_read_file(tu_shared(path), NULL);
+            assert_non_null(tpl);
+            p.chat_template = tpl;
+        }
+        orc_session *s = new_session(&p);
+        static const char *names[] = {"auto", "hermes", "llama3", "mistral", "functionary", "granite",
+                                      "deepseek", "kimi", "glm", "gpt-oss", "qwen3-coder", "none"};
+        assert_string_equal(orc_session_tool_syntax_name(s), names[c->syntax]); /* detected from the template */
+        const char *script[] = {c->call_text, "It is sunny in Paris."};
+        session_script(s, script, 2);
+        orc_request r = orc_request_default();
+        r.prompt = "What's the weather in Paris?";
+        collect col = {0};
+        r.on_delta = collect_delta;
+        r.user = &col;
+        char *out = NULL;
+        orc_response_stats st;
+        orc_status rc = orc_session_respond_ex(s, &r, &out, &st);
+        if (rc != ORC_OK)
+            fail_msg("case %zu (%s): %s", ci, c->template_file ? c->template_file : "chatml", orc_last_error());
+        assert_string_equal(out, "It is sunny in Paris.");
+        assert_string_equal(col.buf, "It is sunny in Paris."); /* the call itself is not streamed */
+        assert_int_equal(st.n_tool_calls, 2);
+        assert_int_equal(st.n_tool_rounds, 1);
+        assert_int_equal(log.calls, 1);
+        json_t *a = json_loads(log.last_args, 0, NULL);
+        assert_string_equal(json_string_value(json_object_get(a, "city")), "Paris");
+        json_decref(a);
+        /* transcript: prompt, tool_calls, two outputs (one an error), response */
+        json_t *t = transcript(s);
+        json_t *e = json_object_get(t, "entries");
+        assert_int_equal(json_array_size(e), 6);
+        json_t *tc = json_array_get(e, 2);
+        assert_string_equal(json_string_value(json_object_get(tc, "type")), "tool_calls");
+        assert_int_equal(json_array_size(json_object_get(tc, "calls")), 2);
+        json_t *o1 = json_array_get(e, 3), *o2 = json_array_get(e, 4);
+        assert_non_null(strstr(json_string_value(json_object_get(o1, "output")), "sunny"));
+        assert_true(json_is_false(json_object_get(o1, "error")));
+        assert_true(json_is_true(json_object_get(o2, "error")));
+        assert_non_null(strstr(json_string_value(json_object_get(o2, "output")), "the clock is broken"));
+        json_decref(t);
+        /* the next turn renders the tool turn through the template and reuses the cache */
+        session_script(s, script + 1, 1);
+        orc_free(respond(s, "Thanks!", &st));
+        assert_true(st.n_cached > 0);
+        orc_free(out);
+        orc_session_free(s);
+        free(tpl);
+    }
+}
+
+static void test_tool_round_limit(void **state)
+{
+    (void)state;
+    tool_log log = {0};
+    orc_tool tools[1] = {{"get_weather", "Weather", WEATHER_SCHEMA, weather_fn, &log}};
+    orc_session_params p = base_params(2048);
+    p.tools = tools;
+    p.n_tools = 1;
+    p.max_tool_rounds = 2;
+    orc_session *s = new_session(&p);
+    const char *call = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>";
+    const char *script[] = {call, call, call, call};
+    session_script(s, script, 4);
+    char *out = NULL;
+    orc_response_stats st;
+    orc_request r = orc_request_default();
+    r.prompt = "Weather?";
+    assert_int_equal(orc_session_respond_ex(s, &r, &out, &st), ORC_OK);
+    assert_int_equal(st.stop_reason, ORC_STOP_TOOL_ROUNDS);
+    assert_int_equal(st.n_tool_rounds, 2);
+    assert_int_equal(log.calls, 2);
+    orc_free(out);
+    /* an unknown tool becomes an error output */
+    const char *bad[] = {"<tool_call>{\"name\": \"nope\", \"arguments\": {}}</tool_call>", "Sorry."};
+    session_script(s, bad, 2);
+    r.prompt = "Again?";
+    assert_int_equal(orc_session_respond_ex(s, &r, &out, &st), ORC_OK);
+    assert_string_equal(out, "Sorry.");
+    json_t *t = transcript(s);
+    json_t *e = json_object_get(t, "entries");
+    json_t *o = json_array_get(e, json_array_size(e) - 2);
+    assert_true(json_is_true(json_object_get(o, "error")));
+    assert_non_null(strstr(json_string_value(json_object_get(o, "output")), "no tool named 'nope'"));
+    json_decref(t);
+    orc_free(out);
+    orc_session_free(s);
+}
+
+static void test_bad_params(void **state)
+{
+    (void)state;
+    orc_session *s = NULL;
+    orc_session_params p = base_params(256);
+    orc_tool t = {"bad name!", "x", NULL, weather_fn, NULL};
+    p.tools = &t;
+    p.n_tools = 1;
+    assert_int_equal(orc_session_new(model, &p, &s), ORC_ERR_INVALID_ARGUMENT);
+    assert_null(s);
+    orc_tool t2 = {"ok", "x", "[1]", weather_fn, NULL};
+    p.tools = &t2;
+    assert_int_equal(orc_session_new(model, &p, &s), ORC_ERR_INVALID_ARGUMENT);
+    p = base_params(256);
+    const char *stops[] = {""};
+    p.defaults.stop = stops;
+    p.defaults.n_stop = 1;
+    assert_int_equal(orc_session_new(model, &p, &s), ORC_ERR_INVALID_ARGUMENT);
+    assert_int_equal(orc_session_respond(NULL, "x", NULL), ORC_ERR_INVALID_ARGUMENT);
+    orc_session_free(NULL);
+}
+
+static void test_model_check(void **state)
+{
+    (void)state;
+    char why[512];
+    assert_int_equal(orc_model_check(tu_shared("models/stories260K.gguf"), 0, why, sizeof why), ORC_OK);
+    assert_non_null(strstr(why, "llama"));
+    /* a context far too large for this machine's memory */
+    assert_int_equal(orc_model_check(tu_shared("models/stories260K.gguf"), 2000000000, why, sizeof why), ORC_ERR_NO_MEMORY);
+    assert_non_null(strstr(why, "not enough memory"));
+    assert_int_equal(orc_model_check("/nonexistent.gguf", 0, why, sizeof why), ORC_ERR_IO);
+    assert_true(strlen(why) > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basic_and_reuse),
+        cmocka_unit_test(test_transcript_roundtrip),
+        cmocka_unit_test(test_busy),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_stop_strings),
+        cmocka_unit_test(test_prewarm),
+        cmocka_unit_test(test_overflow_and_policies),
+        cmocka_unit_test(test_structured),
+        cmocka_unit_test(test_tool_roundtrips),
+        cmocka_unit_test(test_tool_round_limit),
+        cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_model_check),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
