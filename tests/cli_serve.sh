@@ -345,5 +345,10 @@ done
 "$bin" serve --api-key-file /nonexistent >/dev/null 2>&1; [ $? -eq 1 ] && ok || bad "missing key file"
 "$bin" serve --help | grep -q -- '--parallel' && ok || bad "serve --help"
 
+# every server stopped by SIGTERM; none reported a sanitizer error or leak (ASan builds)
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+pids=()
+grep -l 'Sanitizer\|runtime error:' "$tmp"/*.log 2>/dev/null && bad "sanitizer reports above" || ok
 echo "serve: $passes passed, $fails failed"
 [ $fails -eq 0 ]

@@ -233,5 +233,10 @@ echo '{"rules": [{"name": "x", "pattern": "(("}]}' >"$tmp/bad.json"
 "$bin" serve -m "$model" --upstream ftp://x >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "ftp upstream accepted"
 "$bin" serve -m "$model" --upstream http://x --upstream-key-env NO_SUCH_VAR_ORC >/dev/null 2>&1; [ $? -eq 1 ] && ok || bad "missing key variable accepted"
 
+# every server stopped by SIGTERM; none reported a sanitizer error or leak (ASan builds)
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+pids=()
+grep -l 'Sanitizer\|runtime error:' "$tmp"/*.log 2>/dev/null && bad "sanitizer reports above" || ok
 echo "serve: $passes passed, $fails failed"
 [ $fails -eq 0 ]
