@@ -6,6 +6,7 @@
  * go through quant.h on the thread pool. Sequence state save/restore lives here too. */
 #include "model.h"
 
+#include "cpu.h"
 #include "dtype.h"
 #include "quant.h"
 #include "threadpool.h"
@@ -145,14 +146,9 @@ static void detect_cpu(void)
 {
     if (cpu_f16c >= 0)
         return;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    cpu_f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-    cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    cpu_f16c = 0;
-    cpu_avx2 = 0;
-#endif
+    const orc_cpu_features *f = orc_cpu_get();
+    cpu_f16c = f->f16c && f->avx;
+    cpu_avx2 = f->avx2 && f->fma;
 }
 
 static void f16_to_f32(const uint16_t *src, float *dst, int n)

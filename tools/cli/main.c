@@ -15,6 +15,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"logits", cmd_logits, "evaluate token ids and print the logits at every position"},
     {"inspect", cmd_inspect, "print a model's metadata and tensor table"},
+    {"template", cmd_template, "render a chat template with a JSON context"},
     {"quantize", cmd_quantize, "convert a model's weights to another type (q4_0, q8_0, q4_k_m...)"},
     {"bench", cmd_bench, "measure prompt-processing and generation speed (like llama-bench)"},
     {"serve", cmd_serve, "serve the model over an OpenAI-compatible HTTP API"},
