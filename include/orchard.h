@@ -89,7 +89,9 @@ typedef struct orc_model_params {
     bool use_mmap;            /* map the file instead of reading it (default true) */
     orc_progress_fn progress; /* may be NULL */
     void *progress_user;
+    bool vocab_only;          /* load only metadata and the tokenizer (no contexts) */
 } orc_model_params;
+#define ORC_MODEL_PARAMS_HAS_VOCAB_ONLY 1
 
 ORC_API orc_model_params orc_model_default_params(void);
 
@@ -505,6 +507,9 @@ typedef struct orc_request {
     const char *schema;                     /* JSON Schema: the response is a JSON value of it */
     bool schema_in_prompt;                  /* also show the schema to the model (default true) */
     bool use_tools;                         /* offer the session's tools (default true) */
+    bool require_tool_call;                 /* the first round must call a tool: the tool-call
+                                               grammar applies from its first token (syntaxes
+                                               hermes, llama3, mistral, granite) */
 } orc_request;
 
 ORC_API orc_request orc_request_default(void);

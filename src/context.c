@@ -487,6 +487,8 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
     *out = NULL;
     orc_context_params p = params ? *params : orc_context_default_params();
     const orc_hparams *hp = &m->hp;
+    if (m->vocab_only)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "the model was loaded with vocab_only: no weights to evaluate");
     if (p.n_ctx < 0 || p.n_batch < 0 || p.n_threads < 0 || p.n_seq < 0 || p.n_seq > 256)
         return orc_fail(ORC_ERR_INVALID_ARGUMENT, "invalid context parameters (n_seq must be 0..256, "
                         "the others not negative)");

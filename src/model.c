@@ -284,7 +284,10 @@ orc_status orc_model_load(const char *path, const orc_model_params *params, orc_
         goto fail;
     }
     gguf_str s;
-    if (!gguf_get_str(m->gguf, "general.architecture", &s) || s.n == 0 || s.n >= sizeof m->arch_name) {
+    if (p.vocab_only && !gguf_find(m->gguf, "general.architecture")) {
+        s.p = "unknown";
+        s.n = 7;
+    } else if (!gguf_get_str(m->gguf, "general.architecture", &s) || s.n == 0 || s.n >= sizeof m->arch_name) {
         st = orc_fail(ORC_ERR_FORMAT, "%s: missing or invalid general.architecture", path);
         goto fail;
     }
@@ -300,7 +303,7 @@ orc_status orc_model_load(const char *path, const orc_model_params *params, orc_
     for (size_t i = 0; i < sizeof arch_table / sizeof arch_table[0]; i++)
         if (strcmp(arch_table[i].name, m->arch_name) == 0)
             m->arch = &arch_table[i];
-    if (!m->arch) {
+    if (!m->arch && !p.vocab_only) {
         st = orc_fail(ORC_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (supported: llama, "
                       "mistral, qwen2, qwen3, qwen3moe, gemma2, gemma3)", path, m->arch_name);
         goto fail;
@@ -311,7 +314,8 @@ orc_status orc_model_load(const char *path, const orc_model_params *params, orc_
         goto fail;
     }
     m->hp.n_vocab = orc_vocab_n_tokens(m->vocab);
-    if ((st = load_hparams(m)) != ORC_OK || (st = load_tensors(m)) != ORC_OK) {
+    m->vocab_only = p.vocab_only;
+    if (!p.vocab_only && ((st = load_hparams(m)) != ORC_OK || (st = load_tensors(m)) != ORC_OK)) {
         char tmp[1024];
         snprintf(tmp, sizeof tmp, "%s", orc_last_error());
         orc_fail(st, "%s: %s", path, tmp);
@@ -552,7 +556,7 @@ int32_t orc_token_to_piece(const orc_model *m, orc_token token, char *buf, int32
 
 const char *orc_token_text(const orc_model *m, orc_token t) { return m ? orc_vocab_text(m->vocab, t) : NULL; }
 float orc_token_score(const orc_model *m, orc_token t) { return m ? orc_vocab_score(m->vocab, t) : 0.0f; }
-uint32_t orc_token_attr(const orc_model *m, orc_token t) { return m ? orc_vocab_attr(m->vocab, t) : 0; }
+uint32_t orc_token_attr(const orc_model *m, orc_token t) { return m ? orc_vocab_attr(m->vocab, t) & 0x3Fu : 0; }
 bool orc_token_is_eog(const orc_model *m, orc_token t) { return m && orc_vocab_is_eog(m->vocab, t); }
 orc_token orc_token_bos(const orc_model *m) { return m ? orc_vocab_bos(m->vocab) : -1; }
 orc_token orc_token_eos(const orc_model *m) { return m ? orc_vocab_eos(m->vocab) : -1; }

@@ -72,6 +72,7 @@ struct orc_model {
     orc_layer *layers;
     int32_t n_threads;
     uint64_t n_params;
+    bool vocab_only;      /* no weights were loaded: contexts cannot be made */
 };
 
 #endif

@@ -218,6 +218,24 @@ static void test_mmap_no_copy(void **state)
     orc_model_free(m);
 }
 
+/* vocab_only: a vocabulary-only file tokenizes, but cannot be evaluated. */
+static void test_vocab_only(void **state)
+{
+    (void)state;
+    orc_model_params mp = orc_model_default_params();
+    orc_model *m = NULL;
+    assert_int_not_equal(orc_model_load(tu_shared("vocab/ggml-vocab-qwen2.gguf"), &mp, &m), ORC_OK);
+    mp.vocab_only = true;
+    assert_int_equal(orc_model_load(tu_shared("vocab/ggml-vocab-qwen2.gguf"), &mp, &m), ORC_OK);
+    orc_token t[8];
+    assert_int_equal(orc_tokenize(m, "Hello world", 11, t, 8, false, false), 2);
+    assert_true(orc_model_n_vocab(m) > 150000);
+    orc_context *c = NULL;
+    assert_int_equal(orc_context_new(m, NULL, &c), ORC_ERR_INVALID_ARGUMENT);
+    assert_null(c);
+    orc_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_stream_holds_partial_utf8),
         cmocka_unit_test(test_progress_cancel),
         cmocka_unit_test(test_mmap_no_copy),
+        cmocka_unit_test(test_vocab_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
