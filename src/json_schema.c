@@ -148,7 +148,7 @@ static const char *prim(jsc *c, unsigned which)
             gsb_puts(o, "json-int ::= \"-\"? (\"0\" | [1-9] [0-9]{0,15})\n");
             break;
         case P_FRAC:
-            gsb_puts(o, "json-frac-nz ::= [0-9]{0,15} [1-9]\n");
+            gsb_puts(o, "json-frac-nz ::= [0-9]{0,5} [1-9]\n");
             break;
         case P_NUMBER:
             prim(c, P_INT);
@@ -892,8 +892,17 @@ static bool gen_number(jsc *c, json_t *s, const char *name, const char *path)
         range_int(o, il, ih);
         any = true;
     }
+    /* Fractions have at most 6 digits, so |x - bound| >= 1e-6, which exceeds half a double
+     * ULP while |bound| < 1e9: x then also parses to a double on the right side of an
+     * exclusive bound. Beyond that, no fractions next to an exclusive bound. */
+    bool lo_tight = b.lo_ex && llabs(L) >= 1000000000LL;
+    bool hi_tight = b.hi_ex && llabs(H) >= 1000000000LL;
     /* I.F with F nonzero: nonnegative I in [max(L,0), H-1] */
     long long a = L > 0 ? L : 0, z = H - 1;
+    if (hi_tight)
+        z = H - 2;
+    if (lo_tight && a == L)
+        a = L + 1;
     if (a <= z) {
         gsb_puts(o, any ? " | " : "");
         range_pos(o, a, z);
@@ -903,6 +912,10 @@ static bool gen_number(jsc *c, json_t *s, const char *name, const char *path)
     /* -k.F in (-k-1, -k): k in [max(1,-H), -L-1] */
     a = -H > 1 ? -H : 1;
     z = -L - 1;
+    if (lo_tight)
+        z = -L - 2;
+    if (hi_tight && a == -H)
+        a = -H + 1;
     if (a <= z) {
         gsb_puts(o, any ? " | " : "");
         gsb_puts(o, "\"-\" ");

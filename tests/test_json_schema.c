@@ -352,6 +352,7 @@ static const schema_case cases[] = {
     /* number ranges */
     {"{\"type\":\"number\",\"minimum\":0,\"maximum\":1}", {"0", "1", "0.5", "0.999"}, {"1.5", "-0.1", "2", "1.0001"}},
     {"{\"type\":\"number\",\"exclusiveMinimum\":-2,\"maximum\":3}", {"-1.5", "-0.5", "3", "2.75", "-1"}, {"-2", "-2.5", "3.1", "4"}},
+    {"{\"type\":\"number\",\"exclusiveMaximum\":100,\"exclusiveMinimum\":-5000000000}", {"99.5", "-4999999999", "0.000001"}, {"100", "99.9999999999999999", "-5000000000", "-5000000000.5"}},
     /* arrays */
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":3}", {"[1]", "[1,2,3]"}, {"[]", "[1,2,3,4]", "[\"a\"]"}},
     {"{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"},{\"type\":\"integer\"}],\"items\":false}", {"[]", "[\"a\"]", "[\"a\",1]"}, {"[1]", "[\"a\",1,2]"}},
