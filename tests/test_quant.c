@@ -578,7 +578,7 @@ static void test_ref_dot_vs_dequant(void **state)
 
 static void check_isa(const char *isa)
 {
-    static const int64_t sizes[] = {32, 256, 288, 4096 + 256, 4096 + 32 * 7};
+    static const int64_t sizes[] = {32, 256, 288, 4096 + 256, 4096 + 32 * 7, 37};
     static const int64_t toks[] = {1, 2, 3, 5, 17};
     const int64_t rows = 13, r0 = 1, r1 = 12;
     for (size_t k = 0; k < N_TYPES; k++) {
