@@ -1338,6 +1338,13 @@ static bool gen_object(jsc *c, json_t *s, const char *name, const char *path)
         jfail(c, path, "too many properties for the count constraints%s", "");
         goto done;
     }
+    /* Extra keys may repeat (no grammar can keep an unbounded set of keys distinct), and a
+     * repeated key counts once: reaching minProperties must never need two extras. */
+    if (extra[0] && lo - (long)nreq_after[0] >= 2) {
+        jfail(c, path, "minProperties that needs two or more additional properties is not "
+                       "supported (their keys could repeat)%s", "");
+        goto done;
+    }
     if (hi >= 0 && (long)nreq_after[0] > hi) {
         jfail(c, path, "more required properties than maxProperties%s", "");
         goto done;

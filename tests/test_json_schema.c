@@ -643,6 +643,7 @@ static void test_errors(void **state)
         {"{\"type\":\"number\",\"minimum\":0.5}", "not integers"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{},\"b\":{}},\"required\":[\"a\",\"b\"],\"maxProperties\":1}", "maxProperties"},
         {"{\"type\":\"tuple\"}", "unknown type"},
+        {"{\"type\":\"object\",\"additionalProperties\":true,\"minProperties\":2}", "could repeat"},
         {"{\"not\":{\"type\":\"string\"}}", "/not: unsupported keyword"},
         {"{\"if\":{},\"then\":{}}", "unsupported keyword 'if'"},
         {"{\"type\":\"array\",\"contains\":{}}", "/contains"},
