@@ -629,6 +629,7 @@ typedef struct {
     const orc_grammar *grammar;      /* whole-output grammar (structured responses) */
     const orc_grammar *tool_grammar; /* lazy grammar for tool calls */
     bool tools_on;
+    bool force_tool;                 /* this round starts inside a tool call */
     orc_response_stats *st;
     double t_start;
     bool first_token_seen;
@@ -747,6 +748,26 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
     const tool_grammar_spec *tgs = rc->tool_grammar ? tool_grammar_for(s->syntax) : NULL;
     bool tool_gram_on = false;   /* the lazy tool grammar constrains the sampler now */
     size_t tool_scan = 0;        /* where to look for the next trigger */
+    if (rc->force_tool && tgs) {
+        /* the round opens with the trigger, as if the model had written it */
+        if (!tgs->trigger_in_body) {
+            orc_token *tt = NULL;
+            int32_t ntt = 0;
+            status = tokenize_text(s, tgs->trigger, strlen(tgs->trigger), false, &tt, &ntt);
+            if (status == ORC_OK && s->n_kv + ntt >= orc_context_n_ctx(s->ctx))
+                status = orc_fail(ORC_ERR_CONTEXT_FULL, "no room for a tool call");
+            if (status == ORC_OK)
+                status = kv_eval(s, tt, ntt);
+            free(tt);
+            if (status)
+                goto done;
+            sb_add(&rc->text, tgs->trigger, strlen(tgs->trigger));
+        }
+        if ((status = orc_sampler_set_grammar(smp, s->model, rc->tool_grammar)))
+            goto done;
+        tool_gram_on = true;
+        tool_scan = rc->text.n;
+    }
     size_t emitted = 0;
     int32_t n_gen = 0;
     int32_t n_ctx = orc_context_n_ctx(s->ctx);
@@ -1247,7 +1268,7 @@ static char *tool_call_schema(const orc_session *s, const tool_grammar_spec *g)
     }
     json_t *call = json_array_size(any) == 1 ? json_incref(json_array_get(any, 0)) : json_pack("{s:O}", "anyOf", any);
     json_decref(any);
-    json_t *schema = g->array ? json_pack("{s:s, s:o, s:i}", "type", "array", "items", call, "minItems", 1) : call;
+    json_t *schema = g->array ? json_pack("{s:s, s:o, s:i, s:i}", "type", "array", "items", call, "minItems", 1, "maxItems", 4) : call;
     char *txt = schema ? json_dumps(schema, JSON_COMPACT) : NULL;
     json_decref(schema);
     return txt;
@@ -1312,6 +1333,12 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
         }
         free(ts);
     }
+    if (req->require_tool_call && !tool_grammar) {
+        status = orc_fail(ORC_ERR_UNSUPPORTED, "require_tool_call needs tools, constrain_tool_calls and a syntax with a "
+                                               "tool grammar (hermes, llama3, mistral, granite; this session: %s)",
+                          tool_syntax_name(s->syntax));
+        goto done;
+    }
     work = json_deep_copy(s->entries);
     json_t *pe = json_pack("{s:s, s:s}", "type", "prompt", "text", req->prompt);
     if (pe && schema_text && req->schema_in_prompt)
@@ -1334,6 +1361,7 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
         toks = NULL;
         if ((status = fit_prompt(s, work, &ropt.o, tools_on, st, &toks, &n)))
             goto done;
+        rc.force_tool = round == 0 && req->require_tool_call && tool_grammar;
         status = gen_round(&rc, toks, n);
         if (status == ORC_ERR_CANCELLED) {
             status = ORC_OK; /* the partial response is kept */

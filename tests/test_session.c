@@ -711,6 +711,80 @@ static void test_tool_round_limit(void **state)
     orc_session_free(s);
 }
 
+/* The real model under the tool-call grammar: whatever stories260K writes, the call
+ * parses, names a tool and carries arguments that follow the tool's schema. */
+static void test_tool_grammar(void **state)
+{
+    (void)state;
+    const char *templates[] = {NULL, "meta-llama-Llama-3.1-8B-Instruct.jinja", "mistralai-Mistral-Nemo-Instruct-2407.jinja"};
+    for (int k = 0; k < 3; k++) {
+        tool_log log = {0};
+        const char *schema = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},"
+                             "\"days\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":7}},"
+                             "\"required\":[\"city\",\"days\"],\"additionalProperties\":false}";
+        orc_tool tools[2] = {
+            {"get_weather", "Current weather in a city", schema, weather_fn, &log},
+            {"get_time", "The current time", "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}",
+             broken_fn, NULL},
+        };
+        orc_session_params p = base_params(2048);
+        p.tools = tools;
+        p.n_tools = 2;
+        p.max_tool_rounds = 1;
+        p.defaults.max_tokens = 200;
+        char *tpl = NULL;
+        if (templates[k]) {
+            char path[256];
+            snprintf(path, sizeof path, "templates/%s", templates[k]);
+            tpl = tu_read_file(tu_shared(path), NULL);
+            p.chat_template = tpl;
+        }
+        orc_session *s = new_session(&p);
+        orc_request r = orc_request_default();
+        r.prompt = "What is the weather in Paris?";
+        r.require_tool_call = true;
+        char *out = NULL;
+        orc_response_stats st;
+        orc_status rc = orc_session_respond_ex(s, &r, &out, &st);
+        if (rc != ORC_OK)
+            fail_msg("%s: %s", templates[k] ? templates[k] : "chatml", orc_last_error());
+        assert_true(st.n_tool_calls >= 1);
+        json_t *t = transcript(s);
+        json_t *tc = json_array_get(json_object_get(t, "entries"), 2);
+        assert_string_equal(json_string_value(json_object_get(tc, "type")), "tool_calls");
+        json_t *call = json_array_get(json_object_get(tc, "calls"), 0);
+        const char *name = json_string_value(json_object_get(call, "name"));
+        json_t *args = json_object_get(call, "arguments");
+        if (!strcmp(name, "get_weather")) {
+            json_t *city = json_object_get(args, "city"), *days = json_object_get(args, "days");
+            assert_true(json_is_string(city) && strlen(json_string_value(city)) <= 8);
+            assert_true(json_is_integer(days) && json_integer_value(days) >= 1 && json_integer_value(days) <= 7);
+            assert_int_equal(json_object_size(args), 2);
+            assert_true(log.calls >= 1);
+        } else {
+            assert_string_equal(name, "get_time");
+            assert_int_equal(json_object_size(args), 0);
+        }
+        json_decref(t);
+        orc_free(out);
+        orc_session_free(s);
+        free(tpl);
+    }
+    /* a syntax without a tool grammar cannot promise a call */
+    orc_tool tool = {"get_weather", "w", NULL, weather_fn, NULL};
+    orc_session_params p = base_params(512);
+    p.tools = &tool;
+    p.n_tools = 1;
+    p.tool_syntax = ORC_TOOL_SYNTAX_KIMI;
+    orc_session *s = new_session(&p);
+    orc_request r = orc_request_default();
+    r.prompt = "x";
+    r.require_tool_call = true;
+    char *out = NULL;
+    assert_int_equal(orc_session_respond_ex(s, &r, &out, NULL), ORC_ERR_UNSUPPORTED);
+    orc_session_free(s);
+}
+
 static void test_bad_params(void **state)
 {
     (void)state;
@@ -759,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_structured),
         cmocka_unit_test(test_tool_roundtrips),
         cmocka_unit_test(test_tool_round_limit),
+        cmocka_unit_test(test_tool_grammar),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_model_check),
     };
