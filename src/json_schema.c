@@ -1485,6 +1485,118 @@ static bool has_any(json_t *s, const char *const *keys)
     return false;
 }
 
+/* ---- oneOf: branches must be provably disjoint ---- */
+
+/* Bit set of the JSON types a flattened schema can match (integer counts as number). */
+enum { T_NULL = 1, T_BOOL = 2, T_INT = 4, T_FRAC = 8, T_STR = 16, T_ARR = 32, T_OBJ = 64 };
+
+static unsigned type_bit(const char *t)
+{
+    if (!strcmp(t, "null")) return T_NULL;
+    if (!strcmp(t, "boolean")) return T_BOOL;
+    if (!strcmp(t, "integer")) return T_INT;
+    if (!strcmp(t, "number")) return T_INT | T_FRAC;
+    if (!strcmp(t, "string")) return T_STR;
+    if (!strcmp(t, "array")) return T_ARR;
+    if (!strcmp(t, "object")) return T_OBJ;
+    return 0;
+}
+
+static unsigned value_bits(json_t *v)
+{
+    if (json_is_null(v)) return T_NULL;
+    if (json_is_boolean(v)) return T_BOOL;
+    if (json_is_integer(v)) return T_INT;
+    if (json_is_real(v)) return json_real_value(v) == floor(json_real_value(v)) ? T_INT : T_FRAC;
+    if (json_is_string(v)) return T_STR;
+    if (json_is_array(v)) return T_ARR;
+    return T_OBJ;
+}
+
+/* The values a schema is limited to by const/enum, or NULL (borrowed / kept). */
+static json_t *value_set(jsc *c, json_t *s)
+{
+    if (!json_is_object(s))
+        return NULL;
+    json_t *cn = json_object_get(s, "const"), *en = json_object_get(s, "enum");
+    if (cn)
+        return keep(c, json_pack("[O]", cn));
+    return json_is_array(en) ? en : NULL;
+}
+
+static unsigned schema_types(jsc *c, json_t *s)
+{
+    json_t *vals = value_set(c, s);
+    if (vals) {
+        unsigned t = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(vals, i, v) t |= value_bits(v);
+        return t;
+    }
+    json_t *t = json_is_object(s) ? json_object_get(s, "type") : NULL;
+    if (json_is_string(t))
+        return type_bit(json_string_value(t));
+    if (json_is_array(t)) {
+        unsigned b = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(t, i, v) b |= json_is_string(v) ? type_bit(json_string_value(v)) : 0;
+        return b;
+    }
+    return 0x7F;
+}
+
+static bool values_disjoint(json_t *a, json_t *b)
+{
+    size_t i, j;
+    json_t *x, *y;
+    json_array_foreach(a, i, x) {
+        json_array_foreach(b, j, y) if (json_equal(x, y)) return false;
+    }
+    return true;
+}
+
+static bool in_required(json_t *s, const char *k)
+{
+    json_t *r = json_object_get(s, "required");
+    size_t i;
+    json_t *v;
+    json_array_foreach(r, i, v) if (json_is_string(v) && !strcmp(json_string_value(v), k)) return true;
+    return false;
+}
+
+/* A sufficient test that no instance matches both flattened schemas: different types,
+ * disjoint const/enum values, or a required property with disjoint const/enum values. */
+static bool disjoint(jsc *c, json_t *a, json_t *b)
+{
+    if (!(schema_types(c, a) & schema_types(c, b)))
+        return true;
+    json_t *va = value_set(c, a), *vb = value_set(c, b);
+    if (va && vb && values_disjoint(va, vb))
+        return true;
+    json_t *pa = json_is_object(a) ? json_object_get(a, "properties") : NULL;
+    json_t *pb = json_is_object(b) ? json_object_get(b, "properties") : NULL;
+    if (!json_is_object(pa) || !json_is_object(pb))
+        return false;
+    const char *k;
+    json_t *x;
+    json_object_foreach(pa, k, x) {
+        json_t *y = json_object_get(pb, k);
+        if (!y || !in_required(a, k) || !in_required(b, k))
+            continue;
+        json_t *fx = flatten(c, x, "", 0), *fy = flatten(c, y, "", 0);
+        if (!fx || !fy)
+            return false;
+        json_t *vx = value_set(c, fx), *vy = value_set(c, fy);
+        if (vx && vy && values_disjoint(vx, vy))
+            return true;
+        if (!(schema_types(c, fx) & schema_types(c, fy)))
+            return true;
+    }
+    return false;
+}
+
 static bool gen(jsc *c, json_t *s, const char *name, const char *path)
 {
     if (c->failed)
@@ -1551,6 +1663,31 @@ static bool gen(jsc *c, json_t *s, const char *name, const char *path)
         json_object_del(rest, kw);
         bool plain = true;
         json_object_foreach(rest, k, v) if (!is_annotation(k)) plain = false;
+        if (one) {
+            /* generated like anyOf, so the branches must not overlap */
+            size_t n = json_array_size(list);
+            json_t *flat = keep(c, json_array());
+            for (size_t i = 0; i < n; i++) {
+                char p3[512];
+                path_idx(p3, sizeof p3, path, kw, i);
+                json_t *fb = flatten(c, json_array_get(list, i), p3, 0);
+                if (fb && !plain)
+                    fb = merge(c, rest, fb, p3, 0);
+                if (!fb)
+                    goto out;
+                json_array_append(flat, fb);
+                for (size_t j = 0; j < i; j++) {
+                    if (!disjoint(c, json_array_get(flat, j), fb)) {
+                        char msg[80];
+                        snprintf(msg, sizeof msg, "%zu and %zu", j, i);
+                        jfail(c, p2, "branches %s may both match; only oneOf branches with "
+                                     "different types or const/enum discriminators are "
+                                     "supported (or use anyOf)", msg);
+                        goto out;
+                    }
+                }
+            }
+        }
         grammar_strbuf alts = {0};
         size_t i;
         json_t *b;

@@ -371,6 +371,7 @@ static const schema_case cases[] = {
     /* combinators */
     {"{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"string\",\"maxLength\":2}]}", {"5", "\"ab\""}, {"\"abc\"", "true"}},
     {"{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"a\"},\"x\":{\"type\":\"integer\"}},\"required\":[\"kind\",\"x\"]},{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"b\"},\"y\":{\"type\":\"boolean\"}},\"required\":[\"kind\",\"y\"]}]}", {"{\"kind\":\"a\",\"x\":1}", "{\"kind\":\"b\",\"y\":true}"}, {"{\"kind\":\"a\",\"y\":true}", "{\"kind\":\"c\",\"x\":1}"}},
+    {"{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"integer\"},{\"enum\":[true,null]}]}", {"\"s\"", "3", "true", "null"}, {"false", "1.5"}},
     {"{\"allOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\",\"minimum\":0}},\"required\":[\"a\"]},{\"properties\":{\"b\":{\"type\":\"string\"},\"a\":{\"maximum\":5}},\"required\":[\"b\"]}]}", {"{\"a\":0,\"b\":\"x\"}", "{\"a\":5,\"b\":\"\"}"}, {"{\"a\":6,\"b\":\"x\"}", "{\"a\":1}", "{\"a\":-1,\"b\":\"x\"}"}},
     {"{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"}},\"anyOf\":[{\"required\":[\"v\"]},{\"properties\":{\"w\":{\"type\":\"null\"}},\"required\":[\"w\"]}]}", {"{\"v\":1}", "{\"w\":null}"}, {"{}"}},
     /* $ref / $defs incl. recursion */
@@ -643,6 +644,8 @@ static void test_errors(void **state)
         {"{\"type\":\"number\",\"minimum\":0.5}", "not integers"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{},\"b\":{}},\"required\":[\"a\",\"b\"],\"maxProperties\":1}", "maxProperties"},
         {"{\"type\":\"tuple\"}", "unknown type"},
+        {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "/oneOf: branches 0 and 1 may both match"},
+        {"{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"a\":{}}},{\"type\":\"object\"}]}", "may both match"},
         {"{\"type\":\"object\",\"additionalProperties\":true,\"minProperties\":2}", "could repeat"},
         {"{\"not\":{\"type\":\"string\"}}", "/not: unsupported keyword"},
         {"{\"if\":{},\"then\":{}}", "unsupported keyword 'if'"},
