@@ -12,6 +12,7 @@ typedef struct {
 
 static const command commands[] = {
     {"run", cmd_run, "generate text from a prompt (default: a story from the bundled model)"},
+    {"chat", cmd_chat, "talk with a model: streamed answers, /save, /load, /reset, --schema"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"logits", cmd_logits, "evaluate token ids and print the logits at every position"},
     {"inspect", cmd_inspect, "print a model's metadata and tensor table"},
