@@ -49,6 +49,52 @@ static void sb_add(sbuf *b, const char *s, size_t n)
     b->p[b->n] = 0;
 }
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 when the bytes are not one. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+    if (!len || len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++)
+        if ((p[k] & 0xC0) != 0x80)
+            return 0;
+    if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] > 0x9F) || (p[0] == 0xF0 && p[1] < 0x90) ||
+        (p[0] == 0xF4 && p[1] > 0x8F))
+        return 0; /* overlong, surrogate, beyond U+10FFFF */
+    return len;
+}
+
+/* Appends text with each byte that is not valid UTF-8 (and NUL) replaced by U+FFFD, so
+ * model output always fits in JSON strings. */
+static void sb_add_utf8(sbuf *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, run = 0;
+    while (i < n) {
+        size_t k = p[i] ? utf8_seq(p + i, n - i) : 0;
+        if (k) {
+            i += k;
+            continue;
+        }
+        sb_add(b, s + run, i - run);
+        sb_add(b, "\xef\xbf\xbd", 3);
+        i++;
+        run = i;
+    }
+    sb_add(b, s + run, n - run);
+}
+
+static bool utf8_valid(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = utf8_seq((const unsigned char *)s + i, n - i)))
+            return false;
+    return true;
+}
+
 static char *dupstr(const char *s)
 {
     if (!s)
@@ -219,6 +265,11 @@ orc_status orc_session_new(orc_model *model, const orc_session_params *params, o
         return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_new: n_tools must be in [0, 1024] with tools set");
     if ((unsigned)p.tool_syntax > ORC_TOOL_SYNTAX_NONE || (unsigned)p.policy > ORC_CONTEXT_SUMMARIZE)
         return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_new: unknown tool syntax or context policy");
+    if (p.instructions && !utf8_valid(p.instructions))
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_new: the instructions are not valid UTF-8");
+    for (int32_t i = 0; i < p.n_tools; i++)
+        if (p.tools[i].description && !utf8_valid(p.tools[i].description))
+            return orc_fail(ORC_ERR_INVALID_ARGUMENT, "tool %d: the description is not valid UTF-8", i);
     orc_session *s = calloc(1, sizeof *s);
     if (!s)
         return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
@@ -708,7 +759,7 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
         if (status == ORC_OK)
             status = kv_eval(s, t, nt);
         free(t);
-        sb_add(&rc->text, out, strlen(out));
+        sb_add_utf8(&rc->text, out, strlen(out));
         st->n_generated += nt;
         if (status == ORC_OK && rc->req && rc->req->on_delta) {
             long cs = rc->tools_on ? tool_call_start(s->syntax, out, strlen(out)) : -1;
@@ -828,7 +879,7 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
             const char *piece;
             size_t plen;
             if (orc_detok_stream_push(ds, forced[k], &piece, &plen) == ORC_OK)
-                sb_add(&rc->text, piece, plen);
+                sb_add_utf8(&rc->text, piece, plen);
         }
         n_gen += nt;
         st->n_generated += nt;
@@ -973,7 +1024,7 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
         const char *piece;
         size_t plen;
         if (rc->reason != ORC_STOP_STRING && orc_detok_stream_flush(ds, &piece, &plen) == ORC_OK)
-            sb_add(&rc->text, piece, plen);
+            sb_add_utf8(&rc->text, piece, plen);
         if (!rc->text.p)
             sb_add(&rc->text, "", 0);
         if (rc->req && rc->req->on_delta && !holding && rc->text.n > emitted &&
@@ -1227,6 +1278,13 @@ static orc_status execute_calls(orc_session *s, json_t *entries, const char *con
         json_t *call = json_array_get(list, i);
         bool err = !jobs[i].tool || jobs[i].status != ORC_OK;
         char msg[512];
+        sbuf clean = {0};
+        if (jobs[i].result)
+            sb_add_utf8(&clean, jobs[i].result, strlen(jobs[i].result));
+        free(jobs[i].result);
+        jobs[i].result = clean.oom ? NULL : clean.p;
+        if (clean.oom)
+            free(clean.p);
         const char *out = jobs[i].result ? jobs[i].result : "";
         if (!jobs[i].tool) {
             snprintf(msg, sizeof msg, "error: there is no tool named '%s'", jstr(call, "name"));
@@ -1290,6 +1348,8 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
     stats_init(st);
     if (!s || !req || !req->prompt)
         return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_respond: session, request and prompt are required");
+    if (!utf8_valid(req->prompt))
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_respond: the prompt is not valid UTF-8");
     if (!acquire(s))
         return BUSY_FAIL("orc_session_respond");
     atomic_store(&s->cancel, false);
@@ -1470,6 +1530,8 @@ orc_status orc_session_prewarm(orc_session *s, const char *prefix, int32_t *n_ev
         *n_evaluated = 0;
     if (!s)
         return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_prewarm: NULL session");
+    if (prefix && !utf8_valid(prefix))
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_prewarm: the prefix is not valid UTF-8");
     if (!acquire(s))
         return BUSY_FAIL("orc_session_prewarm");
     atomic_store(&s->cancel, false);
@@ -1514,6 +1576,8 @@ orc_status orc_session_count_tokens(orc_session *s, const char *prompt, int32_t 
         *n_tokens = 0;
     if (!s || !prompt || !n_tokens)
         return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_count_tokens: NULL argument");
+    if (!utf8_valid(prompt))
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_session_count_tokens: the prompt is not valid UTF-8");
     if (!acquire(s))
         return BUSY_FAIL("orc_session_count_tokens");
     json_t *work = json_deep_copy(s->entries);

@@ -804,7 +804,51 @@ static void test_bad_params(void **state)
     p.defaults.n_stop = 1;
     assert_int_equal(orc_session_new(model, &p, &s), ORC_ERR_INVALID_ARGUMENT);
     assert_int_equal(orc_session_respond(NULL, "x", NULL), ORC_ERR_INVALID_ARGUMENT);
+    p = base_params(256);
+    p.instructions = "bad \xff bytes";
+    assert_int_equal(orc_session_new(model, &p, &s), ORC_ERR_INVALID_ARGUMENT);
+    p.instructions = NULL;
+    s = new_session(&p);
+    assert_int_equal(orc_session_respond(s, "caf\xc3", NULL), ORC_ERR_INVALID_ARGUMENT);
+    orc_session_free(s);
     orc_session_free(NULL);
+}
+
+/* A random-weight model writes arbitrary byte tokens: the text, the deltas and the
+ * transcript stay valid UTF-8 (invalid bytes become U+FFFD). */
+static void test_synthetic_bytes(void **state)
+{
+    (void)state;
+    orc_model *syn = NULL;
+    assert_int_equal(orc_model_load(tu_shared("models/synthetic/llama-gqa-f32.gguf"), NULL, &syn), ORC_OK);
+    orc_session_params p = base_params(1024);
+    p.defaults.max_tokens = 64;
+    p.defaults.sampler.temperature = 1.5f;
+    p.defaults.sampler.top_k = 0;
+    p.defaults.sampler.top_p = 1;
+    p.defaults.sampler.min_p = 0;
+    orc_session *s = NULL;
+    assert_int_equal(orc_session_new(syn, &p, &s), ORC_OK);
+    for (int i = 0; i < 4; i++) {
+        orc_request r = orc_request_default();
+        r.prompt = "Hello there";
+        collect c = {0};
+        r.on_delta = collect_delta;
+        r.user = &c;
+        char *out = NULL;
+        orc_response_stats st;
+        assert_int_equal(orc_session_respond_ex(s, &r, &out, &st), ORC_OK);
+        assert_string_equal(c.buf, out);
+        json_t *v = json_string(out); /* jansson accepts only valid UTF-8 */
+        assert_non_null(v);
+        json_decref(v);
+        orc_free(out);
+    }
+    json_t *t = transcript(s);
+    assert_int_equal(json_array_size(json_object_get(t, "entries")), 9);
+    json_decref(t);
+    orc_session_free(s);
+    orc_model_free(syn);
 }
 
 static void test_model_check(void **state)
@@ -835,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_tool_round_limit),
         cmocka_unit_test(test_tool_grammar),
         cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_synthetic_bytes),
         cmocka_unit_test(test_model_check),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
