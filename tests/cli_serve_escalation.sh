@@ -53,6 +53,19 @@ class H(BaseHTTPRequestHandler):
         text = json.dumps(req.get("messages", req.get("prompt")))
         phs = re.findall(r"\[[A-Z]+_[0-9]+\]", text)
         answer = "Noted: " + " and ".join(phs)
+        if req.get("stream"):
+            # small pieces, so placeholders arrive split across chunks
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for i in range(0, len(answer), 3):
+                ev = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 1, "model": "stub-big",
+                      "choices": [{"index": 0, "delta": {"content": answer[i:i + 3]}, "finish_reason": None}]}
+                self.wfile.write(b"data: " + json.dumps(ev).encode() + b"\n\n")
+                self.wfile.flush()
+            ev["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+            self.wfile.write(b"data: " + json.dumps(ev).encode() + b"\n\ndata: [DONE]\n\n")
+            return
         out = {"id": "chatcmpl-stub", "object": "chat.completion", "created": 1, "model": "stub-big",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
@@ -154,7 +167,9 @@ check(st == 200 and json.loads(body)["model"] == "stub-big", "consenting key did
 st, h, body = post("/v1/chat/completions", {"model": "big", "messages": msgs, "max_tokens": 5, "stream": True, "orchard": {"escalate": True}})
 ev = [json.loads(l[6:]) for l in body.split("\n") if l.startswith("data: ") and l != "data: [DONE]"]
 text = "".join(e["choices"][0]["delta"].get("content") or "" for e in ev if e["choices"])
-check(body.rstrip().endswith("data: [DONE]") and "bob.smith@example.com" in text and ev[0]["model"] == "stub-big", "streamed escalation %r" % text)
+check(body.rstrip().endswith("data: [DONE]") and ev[0]["model"] == "stub-big" and
+      text == "Noted: bob.smith@example.com and +1 415 555 0100 and 4111 1111 1111 1111 and TCK-98765", "streamed escalation %r" % text)
+check(json.loads(stub()[-1]["body"])["stream"] is True and "bob" not in stub()[-1]["body"], "the upstream was not asked to stream, or saw content")
 st, h, body = post("/v1/chat/completions", {"messages": [{"role": "user", "content": "about the lawsuit"}], "max_tokens": 5, "orchard": {"escalate": True}})
 check(st == 200 and json.loads(body)["model"] == "stub-big" and audit()[-1]["reason"] == "rule:legal", "rule did not escalate")
 longp = "Once upon a time " * 200
@@ -183,6 +198,16 @@ start front --upstream "http://127.0.0.1:$BIG/v1" --policy "$tmp/always.json" ||
 r=$(curl -s -D "$tmp/hdr" "http://127.0.0.1:$PORT/v1/chat/completions" -d '{"model":"big","messages":[{"role":"user","content":"Tell a story"}],"max_tokens":8,"temperature":0}')
 python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["model"]=="big-tier" and d["usage"]["completion_tokens"]==8, d' "$r" && grep -qi '^x-orchard-route: upstream' "$tmp/hdr" && ok || bad "orchard upstream: $r"
 grep -q '/v1/chat/completions 200' "$tmp/big.log" && ok || bad "the upstream server saw no request"
+curl -sN "http://127.0.0.1:$PORT/v1/chat/completions" -d '{"model":"big","stream":true,"messages":[{"role":"user","content":"Tell a story"}],"max_tokens":8,"temperature":0}' >"$tmp/relay.sse"
+python3 - "$tmp/relay.sse" "$r" <<'PY' && ok || bad "streaming through the orchard upstream: $(head -c 300 "$tmp/relay.sse")"
+import json, sys
+lines = [l[6:] for l in open(sys.argv[1]).read().split("\n") if l.startswith("data: ")]
+assert lines[-1] == "[DONE]", lines[-2:]
+ev = [json.loads(l) for l in lines[:-1]]
+assert all(e["model"] == "big-tier" for e in ev)
+text = "".join(e["choices"][0]["delta"].get("content") or "" for e in ev if e["choices"])
+assert len(ev) >= 4 and text == json.loads(sys.argv[2])["choices"][0]["message"]["content"], (text, sys.argv[2])
+PY
 
 # 5. upstream down: local fallback names the local model; with fallback "error": 502
 kill "$PID_big"; wait "$PID_big" 2>/dev/null

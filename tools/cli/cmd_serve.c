@@ -112,6 +112,7 @@ typedef struct conn {
     int status;
     bool key_consents;
     const char *route_hdr; /* X-Orchard-Route */
+    struct upstream_stream *up;
 } conn;
 
 static double now_s(void)
@@ -604,63 +605,260 @@ static void restore_value(json_t *parent, const char *key, const srv_redaction *
     free(r);
 }
 
-/* The upstream's final answer replayed as server-sent events for a streaming client. */
-static char *answer_as_sse(conn *c, json_t *ans)
+/* ---- relaying the upstream's server-sent events ------------------------------------- */
+
+typedef struct upstream_stream {
+    conn *c;
+    CURLM *multi;
+    CURL *easy;
+    srv_upstream_bufs bufs;
+    char *body;            /* what was sent (libcurl reads it during the transfer) */
+    srv_redaction map;
+    sbuf line;             /* a partial SSE line */
+    sbuf out;              /* events ready for the client */
+    size_t out_off;
+    char *carry;           /* text held back: it may be the start of a placeholder */
+    size_t carry_len;
+    bool got_data, finished, saw_done;
+    CURLcode result;
+} upstream_stream;
+
+static void upstream_free(upstream_stream *u)
 {
-    sbuf b = {0};
-    bool chat = c->req.kind == SRV_CHAT;
-    json_t *choice = json_array_get(json_object_get(ans, "choices"), 0);
-    json_t *model = json_object_get(ans, "model");
-    const char *fin = json_string_value(json_object_get(choice, "finish_reason"));
-    json_t *evs[4] = {0};
-    int ne = 0;
-    json_t *msg = json_object_get(choice, "message");
-    if (chat) {
-        evs[ne++] = chunk(c, json_pack("{s:s, s:s}", "role", "assistant", "content", ""), NULL);
-        json_t *delta = json_object();
-        json_t *content = json_object_get(msg, "content");
-        if (json_is_string(content))
-            json_object_set(delta, "content", content);
-        json_t *calls = json_deep_copy(json_object_get(msg, "tool_calls"));
-        if (json_is_array(calls)) {
+    if (!u)
+        return;
+    if (u->multi && u->easy)
+        curl_multi_remove_handle(u->multi, u->easy);
+    curl_easy_cleanup(u->easy);
+    curl_multi_cleanup(u->multi);
+    srv_upstream_bufs_free(&u->bufs);
+    if (u->body) {
+        memset(u->body, 0, strlen(u->body));
+        free(u->body);
+    }
+    srv_redaction_free(&u->map);
+    free(u->line.p);
+    free(u->out.p);
+    free(u->carry);
+    free(u);
+}
+
+/* How many trailing bytes of text could begin a placeholder. */
+static size_t placeholder_holdback(const srv_redaction *map, const char *t, size_t n)
+{
+    const char *open = NULL;
+    for (size_t i = n; i-- > 0 && n - i <= 40;)
+        if (t[i] == '[') {
+            open = t + i;
+            break;
+        } else if (t[i] == ']') {
+            break;
+        }
+    if (!open)
+        return 0;
+    size_t k = (size_t)(t + n - open);
+    for (int i = 0; i < map->n; i++)
+        if (strlen(map->ph[i]) > k && !memcmp(map->ph[i], open, k))
+            return k;
+    return 0;
+}
+
+/* Rewrites one string field of a chunk: carry + text, restored, minus a new holdback. */
+static void relay_text(upstream_stream *u, json_t *parent, const char *key, bool final)
+{
+    json_t *v = json_object_get(parent, key);
+    if (!json_is_string(v) && !(final && u->carry_len))
+        return;
+    size_t add = json_is_string(v) ? json_string_length(v) : 0;
+    char *all = malloc(u->carry_len + add + 1);
+    if (!all)
+        return;
+    memcpy(all, u->carry ? u->carry : "", u->carry_len);
+    if (add)
+        memcpy(all + u->carry_len, json_string_value(v), add);
+    size_t n = u->carry_len + add;
+    all[n] = 0;
+    size_t hold = final ? 0 : placeholder_holdback(&u->map, all, n);
+    free(u->carry);
+    u->carry = hold ? strndup(all + n - hold, hold) : NULL;
+    u->carry_len = u->carry ? hold : 0;
+    size_t rl;
+    char *r = srv_restore(&u->map, all, n - hold, &rl);
+    if (r)
+        json_object_set_new(parent, key, jstr(r, rl));
+    free(r);
+    free(all);
+}
+
+static void relay_event(upstream_stream *u, const char *data, size_t n)
+{
+    if (n == 6 && !memcmp(data, "[DONE]", 6)) {
+        if (u->carry_len) { /* text still held back: one more chunk */
+            json_t *o = chunk(u->c, u->c->req.kind == SRV_CHAT ? json_object() : json_string(""), NULL);
+            json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+            relay_text(u, u->c->req.kind == SRV_CHAT ? json_object_get(ch, "delta") : ch,
+                       u->c->req.kind == SRV_CHAT ? "content" : "text", true);
+            char *t = json_dumps(o, JSON_COMPACT);
+            json_decref(o);
+            if (t) {
+                sb_put(&u->out, "data: ", 6);
+                sb_put(&u->out, t, strlen(t));
+                sb_put(&u->out, "\n\n", 2);
+                free(t);
+            }
+        }
+        sb_put(&u->out, "data: [DONE]\n\n", 14);
+        u->saw_done = true;
+        return;
+    }
+    json_t *o = json_loadb(data, n, 0, NULL);
+    if (!o)
+        return;
+    size_t i;
+    json_t *ch;
+    json_array_foreach(json_object_get(o, "choices"), i, ch) {
+        bool final = !json_is_null(json_object_get(ch, "finish_reason")) && json_object_get(ch, "finish_reason");
+        json_t *delta = json_object_get(ch, "delta");
+        if (delta) {
+            relay_text(u, delta, "content", final);
             size_t k;
             json_t *call;
-            json_array_foreach(calls, k, call)
-                json_object_set_new(call, "index", json_integer((json_int_t)k));
-            json_object_set_new(delta, "tool_calls", calls);
+            json_array_foreach(json_object_get(delta, "tool_calls"), k, call)
+                restore_value(json_object_get(call, "function"), "arguments", &u->map);
         } else {
-            json_decref(calls);
+            relay_text(u, ch, "text", final);
         }
-        evs[ne++] = chunk(c, delta, NULL);
-        evs[ne++] = chunk(c, json_object(), fin ? fin : "stop");
-    } else {
-        json_t *text = json_object_get(choice, "text");
-        evs[ne++] = chunk(c, json_is_string(text) ? json_incref(text) : json_string(""), NULL);
-        evs[ne++] = chunk(c, json_string(""), fin ? fin : "stop");
     }
-    if (c->req.include_usage && json_object_get(ans, "usage")) {
-        json_t *o = base_object(c, chat ? "chat.completion.chunk" : "text_completion");
-        json_object_set_new(o, "choices", json_array());
-        json_object_set(o, "usage", json_object_get(ans, "usage"));
-        evs[ne++] = o;
-    }
-    for (int i = 0; i < ne; i++) {
-        if (json_is_string(model))
-            json_object_set(evs[i], "model", model);
-        char *t = json_dumps(evs[i], JSON_COMPACT);
-        json_decref(evs[i]);
-        sb_put(&b, "data: ", 6);
-        if (t)
-            sb_put(&b, t, strlen(t));
-        sb_put(&b, "\n\n", 2);
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (t) {
+        sb_put(&u->out, "data: ", 6);
+        sb_put(&u->out, t, strlen(t));
+        sb_put(&u->out, "\n\n", 2);
         free(t);
     }
-    sb_put(&b, "data: [DONE]\n\n", 14);
-    if (b.oom) {
-        free(b.p);
+}
+
+static size_t upstream_write(char *ptr, size_t size, size_t nmemb, void *user)
+{
+    upstream_stream *u = user;
+    size_t n = size * nmemb;
+    if (u->line.n + n > (1u << 20))
+        return 0; /* a line over 1 MiB: not an SSE stream we can relay */
+    u->got_data = true;
+    sb_put(&u->line, ptr, n);
+    if (u->line.oom)
+        return 0;
+    char *start = u->line.p, *nl;
+    while ((nl = memchr(start, '\n', u->line.n - (size_t)(start - u->line.p)))) {
+        size_t len = (size_t)(nl - start);
+        if (len && start[len - 1] == '\r')
+            len--;
+        if (len >= 6 && !memcmp(start, "data: ", 6))
+            relay_event(u, start + 6, len - 6);
+        else if (len >= 5 && !memcmp(start, "data:", 5))
+            relay_event(u, start + 5, len - 5);
+        start = nl + 1;
+    }
+    size_t rest = u->line.n - (size_t)(start - u->line.p);
+    memmove(u->line.p, start, rest);
+    u->line.n = rest;
+    u->line.p[rest] = 0;
+    return n;
+}
+
+/* Runs the transfer for up to timeout_ms. */
+static void upstream_pump(upstream_stream *u, int timeout_ms)
+{
+    int running = 0;
+    curl_multi_perform(u->multi, &running);
+    if (!running) {
+        int left;
+        CURLMsg *m;
+        while ((m = curl_multi_info_read(u->multi, &left)))
+            if (m->msg == CURLMSG_DONE)
+                u->result = m->data.result;
+        u->finished = true;
+        return;
+    }
+    curl_multi_poll(u->multi, NULL, 0, timeout_ms, NULL);
+}
+
+static ssize_t upstream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    conn *c = cls;
+    upstream_stream *u = c->up;
+    for (;;) {
+        if (u->out_off < u->out.n) {
+            size_t n = u->out.n - u->out_off;
+            if (n > max)
+                n = max;
+            memcpy(buf, u->out.p + u->out_off, n);
+            u->out_off += n;
+            return (ssize_t)n;
+        }
+        u->out.n = u->out_off = 0;
+        if (u->saw_done)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (u->finished) { /* the upstream ended without [DONE] */
+            srv_error e;
+            srv_error_set(&e, 502, "upstream_error", NULL, NULL, "the upstream stream ended early: %s",
+                          curl_easy_strerror(u->result));
+            char *ej = srv_error_json(&e);
+            sb_put(&u->out, "data: ", 6);
+            if (ej)
+                sb_put(&u->out, ej, strlen(ej));
+            sb_put(&u->out, "\n\ndata: [DONE]\n\n", 16);
+            free(ej);
+            u->saw_done = true;
+            continue;
+        }
+        if (atomic_load(&c->srv->stopping) || client_gone(c->fd))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        upstream_pump(u, 200);
+    }
+}
+
+/* Starts a streaming request upstream and waits for its status. Returns the stream when
+ * the upstream answered 2xx (the caller sends it on), else NULL with *status set. */
+static upstream_stream *upstream_stream_start(conn *c, char *body /* owned */, srv_redaction *map, long *status)
+{
+    server *s = c->srv;
+    upstream_stream *u = calloc(1, sizeof *u);
+    *status = 0;
+    if (!u) {
+        free(body);
         return NULL;
     }
-    return b.p;
+    u->c = c;
+    u->body = body;
+    u->map = *map;
+    memset(map, 0, sizeof *map);
+    u->multi = curl_multi_init();
+    u->easy = srv_upstream_easy(s->policy, s->upstream, s->upstream_key,
+                                c->req.kind == SRV_CHAT ? "/chat/completions" : "/completions", body, strlen(body),
+                                upstream_write, u, &u->bufs);
+    if (!u->multi || !u->easy || curl_multi_add_handle(u->multi, u->easy) != CURLM_OK)
+        goto fail;
+    while (!u->finished && !u->got_data) {
+        long code = 0;
+        curl_easy_getinfo(u->easy, CURLINFO_RESPONSE_CODE, &code);
+        if (code >= 300 || (code >= 200 && u->got_data))
+            break;
+        if (atomic_load(&s->stopping) || client_gone(c->fd))
+            goto fail;
+        upstream_pump(u, 200);
+    }
+    curl_easy_getinfo(u->easy, CURLINFO_RESPONSE_CODE, status);
+    if (*status < 200 || *status >= 300 || (u->finished && u->result != CURLE_OK))
+        goto fail;
+    return u;
+fail:
+    *map = u->map; /* the caller still reports the redaction counts */
+    memset(&u->map, 0, sizeof u->map);
+    upstream_free(u);
+    return NULL;
 }
 
 /* Sends the request, redacted, to the upstream. Returns true when the client has been
@@ -701,8 +899,9 @@ static bool escalate(struct MHD_Connection *mc, conn *c, const char *reason, int
             redact_value(s, root, "prompt", NULL, 0, &map);
     }
     json_object_del(root, "orchard");
-    json_object_del(root, "stream_options");
-    json_object_set_new(root, "stream", json_false());
+    if (!c->req.stream)
+        json_object_del(root, "stream_options");
+    json_object_set_new(root, "stream", json_boolean(c->req.stream));
     const char *um = c->req.model;
     if (srv_policy_upstream_model(s->policy))
         um = srv_policy_upstream_model(s->policy);
@@ -714,11 +913,42 @@ static bool escalate(struct MHD_Connection *mc, conn *c, const char *reason, int
     size_t out_len = strlen(out);
     char sha[65];
     srv_sha256_hex(out, out_len, sha);
+    if (c->req.stream) {
+        char *sent = out;
+        out = NULL;
+        upstream_stream *u = upstream_stream_start(c, sent, &map, &status);
+        if (u) {
+            srv_audit(s->policy, "upstream", reason, um, s->upstream, out_len, n_tokens, sha, &u->map, status, "ok");
+            pthread_mutex_lock(&s->mlock);
+            s->escalations++;
+            pthread_mutex_unlock(&s->mlock);
+            c->up = u;
+            c->route_hdr = "upstream";
+            struct MHD_Response *r =
+                MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, upstream_reader, c, NULL);
+            if (!r) {
+                *res = MHD_NO;
+            } else {
+                MHD_add_response_header(r, "Content-Type", "text/event-stream");
+                MHD_add_response_header(r, "Cache-Control", "no-cache");
+                add_common_headers(c, r);
+                c->status = 200;
+                c->answered = true;
+                *res = MHD_queue_response(mc, 200, r);
+                MHD_destroy_response(r);
+            }
+            answered = true;
+            goto done;
+        }
+        snprintf(err, sizeof err, "upstream answered %ld", status);
+        goto upstream_failed;
+    }
     int rc = srv_upstream_post(s->policy, s->upstream, s->upstream_key, chat ? "/chat/completions" : "/completions",
                                out, out_len, &resp, &resp_len, &status, err, sizeof err);
     ans = rc == 0 && status >= 200 && status < 300 ? json_loadb(resp, resp_len, 0, NULL) : NULL;
     json_t *choices = json_object_get(ans, "choices");
     if (!json_is_array(choices) || json_array_size(choices) == 0) {
+upstream_failed:
         srv_audit(s->policy, "upstream", reason, um, s->upstream, out_len, n_tokens, sha, &map, status,
                   srv_policy_fallback_local(s->policy) ? "fallback" : "error");
         pthread_mutex_lock(&s->mlock);
@@ -750,11 +980,7 @@ static bool escalate(struct MHD_Connection *mc, conn *c, const char *reason, int
     s->escalations++;
     pthread_mutex_unlock(&s->mlock);
     c->route_hdr = "upstream";
-    if (c->req.stream) {
-        *res = send_text(mc, c, 200, "text/event-stream", answer_as_sse(c, ans), NULL);
-    } else {
-        *res = send_json(mc, c, 200, json_incref(ans));
-    }
+    *res = send_json(mc, c, 200, json_incref(ans));
     answered = true;
     goto done;
 failed:
@@ -782,6 +1008,8 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
     if (srv_request_parse(c->body ? c->body : "", c->len, kind, &c->req, &err))
         return send_error(mc, c, &err);
     c->have_req = true;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    c->fd = ci ? ci->connect_fd : -1;
     c->id_hex = (unsigned long long)(atomic_fetch_add(&s->next_id, 1) + 1) * 0x9E3779B97F4A7C15ull ^
                 (unsigned long long)s->started;
     snprintf(c->id, sizeof c->id, "%s%016llx", kind == SRV_CHAT ? "chatcmpl-" : "cmpl-", c->id_hex);
@@ -845,8 +1073,6 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
         orc_grammar_free(g);
         return send_error(mc, c, &err);
     }
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-    c->fd = ci ? ci->connect_fd : -1;
 
     if (c->req.stream) {
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, c, NULL);
@@ -1054,6 +1280,7 @@ static void completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum
                 tc == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
     if (c->job)
         srv_job_release(s->engine, c->job);
+    upstream_free(c->up);
     if (c->have_req)
         srv_request_free(&c->req);
     free(c->body);

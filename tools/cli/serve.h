@@ -170,6 +170,19 @@ int srv_upstream_post(const srv_policy *p, const char *base_url, const char *key
                       const char *body, size_t len, char **resp, size_t *resp_len, long *status,
                       char *err, size_t errlen);
 
+struct curl_slist;
+/* What a libcurl handle from srv_upstream_easy points into (freed after the transfer). */
+typedef struct srv_upstream_bufs {
+    char *url, *auth;
+    struct curl_slist *headers;
+} srv_upstream_bufs;
+/* A configured libcurl easy handle (CURL *) for a POST of body (which must outlive it) to
+ * base_url + path whose answer goes to write(user); NULL on failure. */
+void *srv_upstream_easy(const srv_policy *p, const char *base_url, const char *key, const char *path,
+                        const char *body, size_t len, size_t (*write)(char *, size_t, size_t, void *),
+                        void *user, srv_upstream_bufs *bufs);
+void srv_upstream_bufs_free(srv_upstream_bufs *bufs);
+
 /* Appends one JSON line to the audit log (no content ever). */
 void srv_audit(const srv_policy *p, const char *route, const char *reason, const char *model,
                const char *upstream, size_t bytes_sent, int32_t tokens_sent, const char *sha256_hex,

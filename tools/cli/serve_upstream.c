@@ -481,41 +481,35 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *user)
     return n;
 }
 
-int srv_upstream_post(const srv_policy *p, const char *base_url, const char *key, const char *path,
-                      const char *body, size_t len, char **resp, size_t *resp_len, long *status, char *err,
-                      size_t errlen)
+void *srv_upstream_easy(const srv_policy *p, const char *base_url, const char *key, const char *path,
+                        const char *body, size_t len, size_t (*write)(char *, size_t, size_t, void *), void *user,
+                        srv_upstream_bufs *bufs)
 {
-    *resp = NULL;
-    *resp_len = 0;
-    *status = 0;
+    memset(bufs, 0, sizeof *bufs);
     CURL *c = curl_easy_init();
-    if (!c) {
-        snprintf(err, errlen, "libcurl could not start");
-        return -1;
-    }
+    if (!c)
+        return NULL;
     size_t ul = strlen(base_url);
-    char *url = malloc(ul + strlen(path) + 1);
-    struct curl_slist *h = NULL;
-    char *auth = NULL;
-    rbuf b = {0};
-    int rc = -1;
-    if (!url)
-        goto done;
-    memcpy(url, base_url, ul);
-    strcpy(url + ul - (ul && base_url[ul - 1] == '/'), path);
-    h = curl_slist_append(h, "Content-Type: application/json");
+    bufs->url = malloc(ul + strlen(path) + 1);
+    if (!bufs->url)
+        goto fail;
+    memcpy(bufs->url, base_url, ul);
+    strcpy(bufs->url + ul - (ul && base_url[ul - 1] == '/'), path);
+    bufs->headers = curl_slist_append(NULL, "Content-Type: application/json");
     if (key && *key) {
-        if (!(auth = malloc(strlen(key) + 32)))
-            goto done;
-        sprintf(auth, "Authorization: Bearer %s", key);
-        h = curl_slist_append(h, auth);
+        if (!(bufs->auth = malloc(strlen(key) + 32)))
+            goto fail;
+        sprintf(bufs->auth, "Authorization: Bearer %s", key);
+        bufs->headers = curl_slist_append(bufs->headers, bufs->auth);
     }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (!bufs->headers)
+        goto fail;
+    curl_easy_setopt(c, CURLOPT_URL, bufs->url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, bufs->headers);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, user);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, p->timeout_s);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, p->timeout_s < 10 ? p->timeout_s : 10L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -523,26 +517,53 @@ int srv_upstream_post(const srv_policy *p, const char *base_url, const char *key
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    return c;
+fail:
+    curl_easy_cleanup(c);
+    srv_upstream_bufs_free(bufs);
+    return NULL;
+}
+
+void srv_upstream_bufs_free(srv_upstream_bufs *bufs)
+{
+    free(bufs->url);
+    if (bufs->auth) {
+        memset(bufs->auth, 0, strlen(bufs->auth)); /* the key does not linger on the heap */
+        free(bufs->auth);
+    }
+    curl_slist_free_all(bufs->headers);
+    memset(bufs, 0, sizeof *bufs);
+}
+
+int srv_upstream_post(const srv_policy *p, const char *base_url, const char *key, const char *path,
+                      const char *body, size_t len, char **resp, size_t *resp_len, long *status, char *err,
+                      size_t errlen)
+{
+    *resp = NULL;
+    *resp_len = 0;
+    *status = 0;
+    rbuf b = {0};
+    srv_upstream_bufs bufs;
+    CURL *c = srv_upstream_easy(p, base_url, key, path, body, len, on_data, &b, &bufs);
+    if (!c) {
+        snprintf(err, errlen, "libcurl could not start");
+        return -1;
+    }
+    int rc = -1;
     CURLcode cc = curl_easy_perform(c);
     if (cc != CURLE_OK) {
         snprintf(err, errlen, "upstream: %s", b.overflow ? "answer larger than 16 MiB" : curl_easy_strerror(cc));
-        goto done;
+    } else {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+        *resp = b.p ? b.p : strdup("");
+        *resp_len = b.n;
+        b.p = NULL;
+        rc = *resp ? 0 : -1;
+        if (rc)
+            snprintf(err, errlen, "out of memory");
     }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    *resp = b.p ? b.p : strdup("");
-    *resp_len = b.n;
-    b.p = NULL;
-    rc = *resp ? 0 : -1;
-done:
-    if (rc && !err[0])
-        snprintf(err, errlen, "out of memory");
     free(b.p);
-    free(url);
-    if (auth) {
-        memset(auth, 0, strlen(auth)); /* the key does not linger on the heap */
-        free(auth);
-    }
-    curl_slist_free_all(h);
+    srv_upstream_bufs_free(&bufs);
     curl_easy_cleanup(c);
     return rc;
 }
