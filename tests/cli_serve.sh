@@ -325,6 +325,36 @@ gen_after=$(curl -s "$U/metrics" | sed -n 's/^orchard_completion_tokens_total //
 [ "$gen_before" = "$gen_after" ] && ok || bad "generation continued after the client left ($gen_before -> $gen_after)"
 [ "$(status POST /v1/completions "${J[@]}" -d '{"prompt":"Once","max_tokens":3}')" = 200 ] && ok || bad "slot not usable after a cancel"
 
+# 6b. tool_choice auto: calls the model writes in its syntax become tool_calls (here the
+# output is steered into the llama3 form {"name":..,"parameters":..} with a schema)
+start tools --tool-syntax llama3 || bad "tools server"
+U="http://127.0.0.1:$PORT"
+python3 - "$U" <<'PY' && ok || bad "tool_choice auto parsing"
+import json, sys, urllib.request
+U = sys.argv[1]
+tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+schema = {"type": "object", "properties": {"name": {"const": "get_weather"}, "parameters": {"type": "object",
+          "properties": {"city": {"type": "string", "maxLength": 10}}, "required": ["city"], "additionalProperties": False}},
+          "required": ["name", "parameters"], "additionalProperties": False}
+def post(body):
+    req = urllib.request.Request(U + "/v1/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    return urllib.request.urlopen(req, timeout=60).read().decode()
+base = {"messages": [{"role": "user", "content": "weather?"}], "max_tokens": 80, "tools": tools, "seed": 1,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}}
+d = json.loads(post(base))
+ch = d["choices"][0]
+call = ch["message"]["tool_calls"][0]
+assert ch["finish_reason"] == "tool_calls" and ch["message"]["content"] is None, ch
+assert call["function"]["name"] == "get_weather" and isinstance(json.loads(call["function"]["arguments"])["city"], str), call
+ev = [json.loads(l[6:]) for l in post(dict(base, stream=True)).split("\n") if l.startswith("data: {")]
+fin = ev[-1]["choices"][0]
+assert fin["finish_reason"] == "tool_calls" and fin["delta"]["tool_calls"][0]["function"]["name"] == "get_weather", fin
+assert not any(e["choices"][0]["delta"].get("content") for e in ev), "call text leaked as content"
+# tool_choice none: the same output stays text
+d = json.loads(post(dict(base, tool_choice="none")))
+assert d["choices"][0]["finish_reason"] == "stop" and json.loads(d["choices"][0]["message"]["content"])["name"] == "get_weather", d
+PY
+
 # 7. CORS when configured; SIGTERM stops cleanly
 start cors --cors-origin https://app.example || bad "cors server"
 U="http://127.0.0.1:$PORT"
@@ -332,7 +362,7 @@ U="http://127.0.0.1:$PORT"
   grep -qi '^access-control-allow-origin: https://app.example' "$tmp/hdr" && grep -qi '^access-control-allow-headers:.*authorization' "$tmp/hdr" && ok || bad "CORS preflight"
 status GET /v1/models >/dev/null
 grep -qi '^access-control-allow-origin: https://app.example' "$tmp/hdr" && ok || bad "CORS header on responses"
-for name in main busy cors; do
+for name in main busy tools cors; do
   eval "pid=\$PID_$name"
   kill -TERM "$pid"
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done

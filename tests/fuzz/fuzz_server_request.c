@@ -46,6 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         must(!r.tools_json || valid_json(r.tools_json, 0));
         must(!r.schema_json || valid_json(r.schema_json, JSON_DECODE_ANY));
         must(!r.tool_call || r.schema_json);
+        must(!(r.tool_call && r.tools_auto) && (!r.tools_auto || r.tools_json));
         must(r.format == SRV_FMT_TEXT || r.schema_json);
         must(srv_json_depth(body, len, SRV_MAX_JSON_DEPTH) <= SRV_MAX_JSON_DEPTH);
         srv_request_free(&r);

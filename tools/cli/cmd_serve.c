@@ -42,6 +42,9 @@ static const char *SERVE_HELP =
     "      --max-connections N (default 128)\n"
     "      --cors-origin O     send Access-Control-Allow-Origin: O and answer preflights (default off)\n"
     "      --quiet             no access log on stderr\n"
+    "      --tool-syntax NAME  how the model writes tool calls (tool_choice auto): hermes, llama3,\n"
+    "                          mistral, functionary, granite, deepseek, kimi, glm, gpt-oss,\n"
+    "                          qwen3-coder, none (default: detected from the chat template)\n"
     "      --stateless         keep no prompt or output anywhere: no access log, slot caches\n"
     "                          cleared after every request, nothing written to disk\n"
     "\n"
@@ -78,6 +81,7 @@ typedef struct server {
     char *upstream_key;
     srv_policy *policy;
     bool stateless;
+    orc_tool_syntax tool_syntax;
     uint64_t escalations, escalation_failures;
     size_t max_body;
     const char *cors;
@@ -350,6 +354,44 @@ static json_t *tool_calls_json(conn *c, const char *text, size_t len)
     return out;
 }
 
+/* Tool calls the model wrote in its own syntax (tool_choice auto): the OpenAI tool_calls
+ * array, and the remaining text in *content (malloc'd); NULL when there are none. */
+static json_t *parsed_tool_calls(conn *c, const char *text, char **content)
+{
+    *content = NULL;
+    if (!c->req.tools_auto || c->srv->tool_syntax == ORC_TOOL_SYNTAX_NONE)
+        return NULL;
+    char *calls_json = NULL, *rest = NULL;
+    if (orc_tool_calls_parse(c->srv->tool_syntax, text, &calls_json, &rest) != ORC_OK) {
+        orc_free(calls_json);
+        orc_free(rest);
+        return NULL;
+    }
+    json_t *calls = calls_json ? json_loads(calls_json, 0, NULL) : NULL;
+    orc_free(calls_json);
+    json_t *out = NULL;
+    if (json_is_array(calls) && json_array_size(calls) > 0) {
+        out = json_array();
+        size_t i;
+        json_t *call;
+        json_array_foreach(calls, i, call) {
+            json_t *name = json_object_get(call, "name"), *args = json_object_get(call, "arguments");
+            char *args_text = args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+            char id[64];
+            snprintf(id, sizeof id, "call_%016llx_%zu", c->id_hex, i);
+            json_array_append_new(out, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", id, "type", "function", "function",
+                                                 "name", json_is_string(name) ? json_string_value(name) : "",
+                                                 "arguments", args_text ? args_text : "{}"));
+            free(args_text);
+        }
+        if (rest && *rest)
+            *content = strdup(rest);
+    }
+    json_decref(calls);
+    orc_free(rest);
+    return out;
+}
+
 static json_t *base_object(conn *c, const char *object)
 {
     return json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", c->id, "object", object, "created", (json_int_t)c->created,
@@ -362,9 +404,11 @@ static json_t *final_response(conn *c, const srv_job_view *v)
     json_t *choice;
     if (c->req.kind == SRV_CHAT) {
         json_t *msg = json_pack("{s:s}", "role", "assistant");
-        json_t *calls = c->req.tool_call ? tool_calls_json(c, v->text, v->ready) : NULL;
+        char *rest = NULL;
+        json_t *calls = c->req.tool_call ? tool_calls_json(c, v->text, v->ready) : parsed_tool_calls(c, v->text, &rest);
         if (calls) {
-            json_object_set_new(msg, "content", json_null());
+            json_object_set_new(msg, "content", rest ? jstr(rest, strlen(rest)) : json_null());
+            free(rest);
             json_object_set_new(msg, "tool_calls", calls);
             finish = "tool_calls";
         } else {
@@ -453,7 +497,7 @@ static bool stream_produce(conn *c)
             srv_job_cancel(s->engine, c->job);
             return false;
         }
-        if (v.ready > c->sent && !c->req.tool_call) {
+        if (v.ready > c->sent && !c->req.tool_call && !c->req.tools_auto) {
             if (c->t_first == 0)
                 c->t_first = now_s();
             json_t *text = jstr(v.text + c->sent, v.ready - c->sent);
@@ -476,8 +520,13 @@ static bool stream_produce(conn *c)
         } else {
             const char *finish = v.finish ? v.finish : "stop";
             json_t *delta = json_object();
-            if (c->req.tool_call) {
-                json_t *calls = tool_calls_json(c, v.text, v.ready);
+            if (c->req.tool_call || c->req.tools_auto) {
+                char *rest = NULL;
+                json_t *calls = c->req.tool_call ? tool_calls_json(c, v.text, v.ready)
+                                                 : parsed_tool_calls(c, v.text, &rest);
+                if (rest)
+                    json_object_set_new(delta, "content", jstr(rest, strlen(rest)));
+                free(rest);
                 if (calls) {
                     size_t k;
                     json_t *call;
@@ -1290,6 +1339,43 @@ static void completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum
 
 /* ---- setup ------------------------------------------------------------------------------ */
 
+static const struct {
+    const char *name;
+    orc_tool_syntax syntax;
+    const char *marker; /* text in a chat template that uses the syntax */
+} SYNTAXES[] = {
+    {"gpt-oss", ORC_TOOL_SYNTAX_GPT_OSS, "<|channel|>"},
+    {"kimi", ORC_TOOL_SYNTAX_KIMI, "<|tool_calls_section_begin|>"},
+    {"deepseek", ORC_TOOL_SYNTAX_DEEPSEEK, "tool\xe2\x96\x81" "calls\xe2\x96\x81" "begin"},
+    {"glm", ORC_TOOL_SYNTAX_GLM, "<arg_key>"},
+    {"qwen3-coder", ORC_TOOL_SYNTAX_QWEN3_CODER, "<parameter="},
+    {"granite", ORC_TOOL_SYNTAX_GRANITE, "<|tool_call|>"},
+    {"mistral", ORC_TOOL_SYNTAX_MISTRAL, "[TOOL_CALLS]"},
+    {"functionary", ORC_TOOL_SYNTAX_FUNCTIONARY, ">>>"},
+    {"llama3", ORC_TOOL_SYNTAX_LLAMA3, "<|python_tag|>"},
+    {"hermes", ORC_TOOL_SYNTAX_HERMES, "<tool_call>"},
+    {"none", ORC_TOOL_SYNTAX_NONE, NULL},
+};
+
+/* The tool-call syntax a model's chat template uses (ChatML/Hermes when unsure). */
+static orc_tool_syntax detect_tool_syntax(const orc_model *m)
+{
+    int32_t n = orc_model_meta_value(m, "tokenizer.chat_template", NULL, 0);
+    if (n <= 0)
+        return ORC_TOOL_SYNTAX_HERMES;
+    char *src = malloc((size_t)n + 1);
+    orc_tool_syntax found = ORC_TOOL_SYNTAX_HERMES;
+    if (src && orc_model_meta_value(m, "tokenizer.chat_template", src, (size_t)n + 1) >= 0) {
+        for (size_t i = 0; i < sizeof SYNTAXES / sizeof SYNTAXES[0]; i++)
+            if (SYNTAXES[i].marker && strstr(src, SYNTAXES[i].marker)) {
+                found = SYNTAXES[i].syntax;
+                break;
+            }
+    }
+    free(src);
+    return found;
+}
+
 static int add_key(server *s, const char *k, size_t n)
 {
     while (n && (k[n - 1] == ' ' || k[n - 1] == '\t' || k[n - 1] == '\r'))
@@ -1359,7 +1445,7 @@ int cmd_serve(int argc, char **argv)
 {
     const char *C = "serve";
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *key_file = NULL;
-    const char *policy_file = NULL, *upstream_key_env = NULL;
+    const char *policy_file = NULL, *upstream_key_env = NULL, *tool_syntax = NULL;
     int64_t port = 8080, timeout = 60, max_header = 32768, max_conn = 128;
     srv_engine_params ep = {.n_parallel = 4, .n_ctx = 0, .n_batch = 512, .n_threads = 0, .queue_max = -1};
     static server S;
@@ -1410,6 +1496,15 @@ int cmd_serve(int argc, char **argv)
                 cli_usage_error(C, "--upstream expects an http:// or https:// URL, not '%s'", s->upstream);
         } else if (!strcmp(a, "--upstream-key-env")) {
             upstream_key_env = cli_value(C, argc, argv, &i);
+        } else if (!strcmp(a, "--tool-syntax")) {
+            tool_syntax = cli_value(C, argc, argv, &i);
+            size_t k = 0;
+            while (k < sizeof SYNTAXES / sizeof SYNTAXES[0] && strcmp(SYNTAXES[k].name, tool_syntax))
+                k++;
+            if (k == sizeof SYNTAXES / sizeof SYNTAXES[0])
+                cli_usage_error(C, "--tool-syntax expects hermes, llama3, mistral, functionary, granite, deepseek, "
+                                   "kimi, glm, gpt-oss, qwen3-coder or none, not '%s'", tool_syntax);
+            s->tool_syntax = SYNTAXES[k].syntax;
         } else if (!strcmp(a, "--policy")) {
             policy_file = cli_value(C, argc, argv, &i);
         } else {
@@ -1460,6 +1555,8 @@ int cmd_serve(int argc, char **argv)
             s->model_id[l - 5] = 0;
     }
     s->started = (int64_t)time(NULL);
+    if (!tool_syntax)
+        s->tool_syntax = detect_tool_syntax(s->model);
     pthread_mutex_init(&s->mlock, NULL);
     int rc = CLI_EXIT_FAIL;
     struct MHD_Daemon *d = NULL;

@@ -39,6 +39,7 @@ typedef struct srv_request {
     srv_format format;
     char *schema_json;    /* JSON_OBJECT / JSON_SCHEMA / forced tool call: the schema */
     bool tool_call;       /* tool_choice forces a call: output is {"name":..,"arguments":..} */
+    bool tools_auto;      /* tools given, tool_choice auto: parse calls the model writes */
 } srv_request;
 
 typedef struct srv_error {

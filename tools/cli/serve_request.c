@@ -314,8 +314,11 @@ static int parse_tools(json_t *root, srv_request *r, srv_error *err)
             forced = json_string_value(name);
         }
     }
-    if (!required && !forced)
+    if (!required && !forced) {
+        bool none = json_is_string(choice) && !strcmp(json_string_value(choice), "none");
+        r->tools_auto = !none && json_array_size(tools) > 0;
         return 0;
+    }
     json_t *any = json_array();
     json_array_foreach(tools, i, t) {
         json_t *fn = json_object_get(t, "function");
