@@ -61,11 +61,20 @@ _Static_assert(sizeof(blk_q4_0x8) == 8 * sizeof(blk_q4_0), "q4_0x8");
 _Static_assert(sizeof(blk_q8_0x8) == 8 * sizeof(blk_q8_0), "q8_0x8");
 _Static_assert(sizeof(blk_q8ax8) == 8 * sizeof(blk_q8a), "q8ax8");
 
+/* Repacked Q4_K: d, dmin and scales stay; qs is re-ordered so 32-bit lane k of each
+ * 32-byte step holds sub-block k: byte qs[32s + 4k + i] = code(k, 4s+i) | code(k, 16+4s+i)
+ * << 4. The matching activations are blk_q8_K with qs[32v + 4k + i] = x[32k + 4v + i]. */
+
 /* Kernel table slots: the ggml type ids, then the repacked layouts. */
-enum { ORC_SLOT_Q4_0X8 = ORC_DT_COUNT, ORC_SLOT_Q8_0X8, ORC_SLOT_COUNT };
+enum { ORC_SLOT_Q4_0X8 = ORC_DT_COUNT, ORC_SLOT_Q8_0X8, ORC_SLOT_Q4_KX8, ORC_SLOT_COUNT };
 
 /* Which activation format a weight type consumes. */
-enum { ORC_ACT_F32, ORC_ACT_Q8A, ORC_ACT_Q8K, ORC_ACT_Q8AX8 };
+enum { ORC_ACT_F32, ORC_ACT_Q8A, ORC_ACT_Q8K, ORC_ACT_Q8AX8, ORC_ACT_Q8KX8 };
+
+void orc_rp_pack_q4k(const blk_q4_K *plain, blk_q4_K *out);
+void orc_rp_unpack_q4k(const blk_q4_K *rp, blk_q4_K *out);
+void orc_rp_pack_act_k(const blk_q8_K *plain, blk_q8_K *out);
+void orc_rp_unpack_act_k(const blk_q8_K *rp, blk_q8_K *out);
 
 /* Interleave / de-interleave one group (bsz = plain block size, 18 or 34). */
 void orc_rp_pack(const uint8_t *plain, uint8_t *grp, size_t bsz);

@@ -1031,6 +1031,72 @@ void orc_rp_unpack_act(const blk_q8ax8 *grp, blk_q8a *plain)
     }
 }
 
+void orc_rp_pack_q4k(const blk_q4_K *plain, blk_q4_K *out)
+{
+    blk_q4_K o = *plain;
+    for (int k = 0; k < 8; k++) {
+        for (int e = 0; e < 16; e++) {
+            uint8_t b0 = plain->qs[32 * (k / 2) + e], b1 = plain->qs[32 * (k / 2) + e + 16];
+            int lo = k % 2 ? b0 >> 4 : b0 & 0xF, hi = k % 2 ? b1 >> 4 : b1 & 0xF;
+            o.qs[32 * (e / 4) + 4 * k + e % 4] = (uint8_t)(lo | (hi << 4));
+        }
+    }
+    *out = o;
+}
+
+void orc_rp_unpack_q4k(const blk_q4_K *rp, blk_q4_K *out)
+{
+    blk_q4_K o = *rp;
+    memset(o.qs, 0, sizeof o.qs);
+    for (int k = 0; k < 8; k++) {
+        for (int e = 0; e < 16; e++) {
+            uint8_t b = rp->qs[32 * (e / 4) + 4 * k + e % 4];
+            int sh = k % 2 ? 4 : 0;
+            o.qs[32 * (k / 2) + e] |= (uint8_t)((b & 0xF) << sh);
+            o.qs[32 * (k / 2) + e + 16] |= (uint8_t)((b >> 4) << sh);
+        }
+    }
+    *out = o;
+}
+
+void orc_rp_pack_act_k(const blk_q8_K *plain, blk_q8_K *out)
+{
+    blk_q8_K o = *plain;
+    for (int k = 0; k < 8; k++)
+        for (int v = 0; v < 8; v++)
+            memcpy(o.qs + 32 * v + 4 * k, plain->qs + 32 * k + 4 * v, 4);
+    *out = o;
+}
+
+void orc_rp_unpack_act_k(const blk_q8_K *rp, blk_q8_K *out)
+{
+    blk_q8_K o = *rp;
+    for (int k = 0; k < 8; k++)
+        for (int v = 0; v < 8; v++)
+            memcpy(o.qs + 32 * k + 4 * v, rp->qs + 32 * v + 4 * k, 4);
+    *out = o;
+}
+
+static void ref_tile_q4_Kx8(int64_t n, const void *W, size_t ws, const void *X, size_t xs,
+                            float *Y, int64_t ldy, int nr, int nt)
+{
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < nr; r++) {
+            const blk_q4_K *w = (const blk_q4_K *)((const uint8_t *)W + (size_t)r * ws);
+            const blk_q8_K *x = (const blk_q8_K *)((const uint8_t *)X + (size_t)t * xs);
+            float acc = 0.0f;
+            for (int64_t i = 0; i < n / QKK; i++) {
+                blk_q4_K pw;
+                blk_q8_K px;
+                orc_rp_unpack_q4k(&w[i], &pw);
+                orc_rp_unpack_act_k(&x[i], &px);
+                acc += orc_ref_vec_dot(ORC_DT_Q4_K, QKK, &pw, &px);
+            }
+            Y[t * ldy + r] = acc;
+        }
+    }
+}
+
 /* Repacked rows through the plain reference: de-interleave a group at a time. */
 static float ref_dot_x8(uint32_t base, int64_t n, const uint8_t *w, const uint8_t *x)
 {
@@ -1101,6 +1167,7 @@ const orc_kernels orc_kernels_ref = {
         [ORC_DT_Q5_K] = ref_tile_Q5_K, [ORC_DT_Q6_K] = ref_tile_Q6_K,
         [ORC_DT_IQ4_NL] = ref_tile_IQ4_NL, [ORC_DT_IQ4_XS] = ref_tile_IQ4_XS,
         [ORC_SLOT_Q4_0X8] = ref_tile_q4_0x8, [ORC_SLOT_Q8_0X8] = ref_tile_q8_0x8,
+        [ORC_SLOT_Q4_KX8] = ref_tile_q4_Kx8,
     },
     .quant_q8a = orc_ref_quantize_q8a,
     .quant_q8k = orc_ref_quantize_q8k,

@@ -522,6 +522,76 @@ AI void k_kquant(uint32_t type, int NR, int NT, TILE_ARGS)
 }
 
 
+
+/* Repacked Q4_K against interleaved Q8_K: lane k of the partial sums is sub-block k, so
+ * the 6-bit scales and mins apply as one vector each per super-block. */
+AI void k_q4kx8(uint32_t type, int NR, int NT, TILE_ARGS)
+{
+    (void)type;
+    __m256 acc[4][4];
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const int64_t nb = n / QKK;
+    const int C = X86_VNNI ? (NT == 1 ? 4 : NT == 2 ? 2 : 1) : 1;
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_q8_K *xb[4];
+        __m256 xmin[4]; /* per sub-block activation sums, as float, times dx */
+        float dx[4];
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            xb[t] = (const blk_q8_K *)(X + (size_t)t * xs) + i;
+            dx[t] = xb[t]->d;
+            __m256i bs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb[t]->bsums), _mm256_set1_epi16(1));
+            xmin[t] = _mm256_mul_ps(_mm256_cvtepi32_ps(bs), _mm256_set1_ps(dx[t]));
+        }
+        UNROLL
+        for (int r = 0; r < NR; r++) {
+            const blk_q4_K *b = (const blk_q4_K *)(W + (size_t)r * ws) + i;
+            uint8_t sc[8], mn[8];
+            k4_scales(b->scales, sc, mn);
+            __m256 fs = _mm256_mul_ps(_mm256_set1_ps(h2f(b->d)),
+                                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sc))));
+            __m256 fm = _mm256_mul_ps(_mm256_set1_ps(h2f(b->dmin)),
+                                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mn))));
+            __m256i pc[4][4];
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                UNROLL
+                for (int c = 0; c < C; c++)
+                    pc[t][c] = _mm256_setzero_si256();
+            UNROLL
+            for (int s4 = 0; s4 < 4; s4++) {
+                __m256i w = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * s4));
+                __m256i lo = _mm256_and_si256(w, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+                UNROLL
+                for (int t = 0; t < NT; t++) {
+                    pc[t][(2 * s4) % C] = dot_u8s8(pc[t][(2 * s4) % C], lo, _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * s4)));
+                    pc[t][(2 * s4 + 1) % C] = dot_u8s8(pc[t][(2 * s4 + 1) % C], hi, _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 32 * (s4 + 4))));
+                }
+            }
+            UNROLL
+            for (int t = 0; t < NT; t++) {
+                __m256i p = pc[t][0];
+                UNROLL
+                for (int c = 1; c < C; c++)
+                    p = _mm256_add_epi32(p, pc[t][c]);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(fs, _mm256_set1_ps(dx[t])), acc[r][t]);
+                acc[r][t] = _mm256_fnmadd_ps(xmin[t], fm, acc[r][t]);
+            }
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            Y[t * ldy + r] = hsum_ps(acc[r][t]);
+}
+
 /* ------------------------------------------------------------ activation quantizers */
 
 AI int hsum_epi32(__m256i v)
@@ -653,6 +723,7 @@ DEFINE_TILE(tile_q8_0, k_blk32, ORC_DT_Q8_0)
 DEFINE_TILE(tile_iq4_nl, k_blk32, ORC_DT_IQ4_NL)
 DEFINE_TILE(tile_q4_0x8, k_x8, ORC_DT_Q4_0)
 DEFINE_TILE(tile_q8_0x8, k_x8, ORC_DT_Q8_0)
+DEFINE_TILE(tile_q4_Kx8, k_q4kx8, ORC_DT_Q4_K)
 DEFINE_TILE(tile_q2_K, k_kquant, ORC_DT_Q2_K)
 DEFINE_TILE(tile_q3_K, k_kquant, ORC_DT_Q3_K)
 DEFINE_TILE(tile_q4_K, k_kquant, ORC_DT_Q4_K)
@@ -669,6 +740,7 @@ const orc_kernels X86_TABLE = {
         [ORC_DT_Q2_K] = tile_q2_K, [ORC_DT_Q3_K] = tile_q3_K, [ORC_DT_Q4_K] = tile_q4_K,
         [ORC_DT_Q5_K] = tile_q5_K, [ORC_DT_Q6_K] = tile_q6_K, [ORC_DT_IQ4_XS] = tile_iq4_xs,
         [ORC_SLOT_Q4_0X8] = tile_q4_0x8, [ORC_SLOT_Q8_0X8] = tile_q8_0x8,
+        [ORC_SLOT_Q4_KX8] = tile_q4_Kx8,
     },
     .quant_q8a = quant_q8a,
     .quant_q8k = quant_q8k,
