@@ -146,7 +146,13 @@ struct orc_session {
     atomic_bool cancel;
     const char *const *script;   /* tests: outputs that replace generation */
     int32_t n_script, script_pos;
+    const char *script_prefix;   /* tests: text the next round starts with */
 };
+
+void session_script_prefix(orc_session *s, const char *text)
+{
+    s->script_prefix = text;
+}
 
 void session_script(orc_session *s, const char *const *outputs, int32_t n)
 {
@@ -823,6 +829,19 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
     int32_t n_gen = 0;
     int32_t n_ctx = orc_context_n_ctx(s->ctx);
     bool holding = false;        /* a tool call started: stop streaming text */
+    if (s->script_prefix) {
+        /* tests: the round starts with this text as if the model had written it */
+        orc_token *pt = NULL;
+        int32_t npt = 0;
+        status = tokenize_text(s, s->script_prefix, strlen(s->script_prefix), false, &pt, &npt);
+        if (status == ORC_OK)
+            status = kv_eval(s, pt, npt);
+        free(pt);
+        sb_add_utf8(&rc->text, s->script_prefix, strlen(s->script_prefix));
+        s->script_prefix = NULL;
+        if (status)
+            goto done;
+    }
 
     for (;;) {
         if (atomic_load(&s->cancel)) {
@@ -836,6 +855,78 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
         if (rc->grammar && orc_sampler_grammar_done(smp)) {
             rc->reason = ORC_STOP_GRAMMAR;
             break;
+        }
+        /* lazy tool grammar: a trigger in the text so far turns it on */
+        if (tgs && !tool_gram_on) {
+            const char *tp = NULL;
+            if (tgs->at_start) {
+                if (tool_scan == 0) {
+                    size_t w = 0;
+                    while (w < rc->text.n && (rc->text.p[w] == ' ' || rc->text.p[w] == '\n'))
+                        w++;
+                    if (w < rc->text.n) {
+                        if (!strncmp(rc->text.p + w, tgs->trigger, strlen(tgs->trigger)))
+                            tp = rc->text.p + w;
+                        tool_scan = rc->text.n; /* decided */
+                    }
+                }
+            } else if (rc->text.n > tool_scan) {
+                tp = memmem(rc->text.p + tool_scan, rc->text.n - tool_scan, tgs->trigger, strlen(tgs->trigger));
+            }
+            if (tp) {
+                const char *body = tp + (tgs->trigger_in_body ? 0 : strlen(tgs->trigger));
+                while (!tgs->trigger_in_body && body < rc->text.p + rc->text.n && (*body == ' ' || *body == '\n'))
+                    body++; /* JSON may follow after whitespace */
+                size_t left = (size_t)(rc->text.p + rc->text.n - body);
+                orc_token *lt = NULL;
+                int32_t nl = 0;
+                bool ok = orc_sampler_set_grammar(smp, s->model, rc->tool_grammar) == ORC_OK;
+                if (ok && left > 0) {
+                    /* the rest of the token that completed the trigger starts the body: feed
+                     * it to the grammar when its tokens spell it exactly (a tokenizer's
+                     * dummy space prefix would not), else drop it and let the grammar
+                     * write the body from its start */
+                    ok = tokenize_text(s, body, left, false, &lt, &nl) == ORC_OK;
+                    sbuf spelled = {0};
+                    for (int32_t k = 0; ok && k < nl; k++) {
+                        char piece[256];
+                        int32_t pl = orc_token_to_piece(s->model, lt[k], piece, sizeof piece, true);
+                        if (pl > 0)
+                            sb_add(&spelled, piece, (size_t)pl);
+                    }
+                    if (ok && spelled.n == left && !memcmp(spelled.p, body, left)) {
+                        for (int32_t k = 0; k < nl; k++)
+                            orc_sampler_accept(smp, lt[k]);
+                    } else if (ok) {
+                        rc->text.n = (size_t)(body - rc->text.p);
+                        rc->text.p[rc->text.n] = 0;
+                    }
+                    free(spelled.p);
+                    free(lt);
+                }
+                if (ok)
+                    tool_gram_on = true;
+                else
+                    orc_sampler_set_grammar(smp, s->model, NULL);
+                tool_scan = rc->text.n;
+            }
+        } else if (tool_gram_on && orc_sampler_grammar_done(smp)) {
+            /* the call is complete: close it and let the model go on freely */
+            tool_gram_on = false;
+            orc_sampler_set_grammar(smp, s->model, NULL);
+            if (tgs->closing[0]) {
+                orc_token *ct = NULL;
+                int32_t nc = 0;
+                if (tokenize_text(s, tgs->closing, strlen(tgs->closing), false, &ct, &nc) == ORC_OK && nc > 0 &&
+                    s->n_kv + nc < n_ctx) {
+                    status = kv_eval(s, ct, nc);
+                    sb_add(&rc->text, tgs->closing, strlen(tgs->closing));
+                }
+                free(ct);
+                if (status)
+                    break;
+            }
+            tool_scan = rc->text.n;
         }
         /* the next tokens: forced by the grammar, or sampled */
         int32_t nt = 0;
@@ -902,64 +993,6 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
             rc->text.n = limit;
             rc->text.p[limit] = 0;
             rc->reason = ORC_STOP_STRING;
-        }
-        /* lazy tool grammar: a trigger turns it on */
-        if (tgs && !tool_gram_on && !stop_now) {
-            const char *tp = NULL;
-            if (tgs->at_start) {
-                if (tool_scan == 0) {
-                    size_t w = 0;
-                    while (w < rc->text.n && (rc->text.p[w] == ' ' || rc->text.p[w] == '\n'))
-                        w++;
-                    if (w < rc->text.n) {
-                        if (!strncmp(rc->text.p + w, tgs->trigger, strlen(tgs->trigger)))
-                            tp = rc->text.p + w;
-                        tool_scan = rc->text.n; /* decided */
-                    }
-                }
-            } else if (rc->text.n > tool_scan) {
-                tp = memmem(rc->text.p + tool_scan, rc->text.n - tool_scan, tgs->trigger, strlen(tgs->trigger));
-            }
-            if (tp) {
-                const char *body = tp + (tgs->trigger_in_body ? 0 : strlen(tgs->trigger));
-                size_t left = (size_t)(rc->text.p + rc->text.n - body);
-                orc_token *lt = NULL;
-                int32_t nl = 0;
-                bool ok = orc_sampler_set_grammar(smp, s->model, rc->tool_grammar) == ORC_OK;
-                if (ok && left > 0) {
-                    /* the rest of the token that completed the trigger starts the body */
-                    ok = tokenize_text(s, body, left, false, &lt, &nl) == ORC_OK;
-                    for (int32_t k = 0; ok && k < nl; k++)
-                        orc_sampler_accept(smp, lt[k]);
-                    free(lt);
-                }
-                if (ok) {
-                    tool_gram_on = true;
-                } else {
-                    orc_sampler_set_grammar(smp, s->model, NULL);
-                }
-                tool_scan = rc->text.n;
-            }
-        } else if (tool_gram_on && orc_sampler_grammar_done(smp)) {
-            /* the call is complete: close it and let the model go on freely */
-            tool_gram_on = false;
-            orc_sampler_set_grammar(smp, s->model, NULL);
-            if (tgs->closing[0]) {
-                orc_token *ct = NULL;
-                int32_t nc = 0;
-                if (tokenize_text(s, tgs->closing, strlen(tgs->closing), false, &ct, &nc) == ORC_OK && nc > 0 &&
-                    s->n_kv + nt + nc < n_ctx) {
-                    status = kv_eval(s, forced, nt);
-                    if (status == ORC_OK)
-                        status = kv_eval(s, ct, nc);
-                    sb_add(&rc->text, tgs->closing, strlen(tgs->closing));
-                    nt = 0; /* already evaluated */
-                }
-                free(ct);
-                if (status)
-                    break;
-            }
-            tool_scan = rc->text.n;
         }
         /* what can be streamed: nothing that may still become a stop string or a call */
         if (rc->req && (rc->req->on_delta || rc->req->on_snapshot)) {

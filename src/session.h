@@ -55,5 +55,8 @@ const tool_grammar_spec *tool_grammar_for(orc_tool_syntax syntax);
 /* Tests: the next n generation rounds of s produce outputs[i] (evaluated into the cache
  * as if generated) instead of sampling - a scripted model. outputs must outlive them. */
 void session_script(orc_session *s, const char *const *outputs, int32_t n);
+/* Tests: the next sampled round starts with text as if the model had written it, then
+ * the model goes on (through the lazy tool-grammar trigger, stop strings...). */
+void session_script_prefix(orc_session *s, const char *text);
 
 #endif

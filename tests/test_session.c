@@ -717,7 +717,8 @@ static void test_tool_grammar(void **state)
 {
     (void)state;
     const char *templates[] = {NULL, "meta-llama-Llama-3.1-8B-Instruct.jinja", "mistralai-Mistral-Nemo-Instruct-2407.jinja"};
-    for (int k = 0; k < 3; k++) {
+    for (int kk = 0; kk < 6; kk++) {
+        int k = kk / 2, pass = kk % 2;
         tool_log log = {0};
         const char *schema = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},"
                              "\"days\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":7}},"
@@ -742,7 +743,12 @@ static void test_tool_grammar(void **state)
         orc_session *s = new_session(&p);
         orc_request r = orc_request_default();
         r.prompt = "What is the weather in Paris?";
-        r.require_tool_call = true;
+        /* even k: the call is required from the first token; odd k: the model (scripted)
+         * writes the trigger and the lazy grammar takes over from there */
+        static const char *prefixes[] = {"Let me check.\n<tool_call>\n", "{", "[TOOL_CALLS]"};
+        r.require_tool_call = (pass == 0);
+        if (pass == 1)
+            session_script_prefix(s, prefixes[k]);
         char *out = NULL;
         orc_response_stats st;
         orc_status rc = orc_session_respond_ex(s, &r, &out, &st);
