@@ -504,7 +504,8 @@ typedef struct orc_request {
     orc_delta_fn on_delta;                  /* may be NULL */
     orc_snapshot_fn on_snapshot;            /* structured responses; may be NULL */
     void *user;                             /* passed to both callbacks */
-    const char *schema;                     /* JSON Schema: the response is a JSON value of it */
+    const char *schema;                     /* JSON Schema: the response is a JSON value of it
+                                               (tools are not offered in such a request) */
     bool schema_in_prompt;                  /* also show the schema to the model (default true) */
     bool use_tools;                         /* offer the session's tools (default true) */
     bool require_tool_call;                 /* the first round must call a tool: the tool-call
@@ -551,6 +552,8 @@ ORC_API orc_status orc_session_load_transcript(orc_session *s, const char *json)
 /* Forgets the conversation, keeping the instructions. */
 ORC_API orc_status orc_session_reset(orc_session *s);
 ORC_API int32_t orc_session_n_entries(const orc_session *s);
+/* The tool-call syntax in use: "hermes", "llama3", "mistral", "functionary", "granite",
+ * "deepseek", "kimi", "glm", "gpt-oss", "qwen3-coder" or "none". */
 ORC_API const char *orc_session_tool_syntax_name(const orc_session *s);
 
 /* Parses tool calls in model output text for a syntax (never AUTO). *calls_json gets a
