@@ -212,11 +212,12 @@ PY
 # 5. upstream down: local fallback names the local model; with fallback "error": 502
 kill "$PID_big"; wait "$PID_big" 2>/dev/null
 printf '{"consent": "always", "models": ["big"], "audit_log": "%s/audit2.jsonl", "timeout_seconds": 3}\n' "$tmp" >"$tmp/fb.json"
-start fb --upstream "http://127.0.0.1:$BIG/v1" --policy "$tmp/fb.json" || bad "fallback server"
+start fb --upstream "http://audituser:auditpw@127.0.0.1:$BIG/v1" --policy "$tmp/fb.json" || bad "fallback server"
 r=$(curl -s -D "$tmp/hdr" "http://127.0.0.1:$PORT/v1/chat/completions" -d '{"model":"big","messages":[{"role":"user","content":"hi"}],"max_tokens":4}')
 python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["model"]=="stories260K" and d["choices"][0]["message"]["content"], d' "$r" &&
   grep -qi '^x-orchard-route: local-fallback' "$tmp/hdr" && ok || bad "fallback: $r"
 grep -q '"outcome":"fallback"' "$tmp/audit2.jsonl" && ok || bad "fallback not audited"
+grep -q 'auditpw\|audituser' "$tmp/audit2.jsonl" && bad "URL credentials in the audit log" || ok
 printf '{"consent": "always", "models": ["big"], "fallback": "error", "timeout_seconds": 3}\n' >"$tmp/err.json"
 start noFb --upstream "http://127.0.0.1:$BIG/v1" --policy "$tmp/err.json" || bad "no-fallback server"
 code=$(curl -s -o "$tmp/body" -w '%{http_code}' "http://127.0.0.1:$PORT/v1/chat/completions" -d '{"model":"big","messages":[{"role":"user","content":"hi"}],"max_tokens":4}')

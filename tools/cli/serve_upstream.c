@@ -576,6 +576,17 @@ void srv_audit(const srv_policy *p, const char *route, const char *reason, const
 {
     if (!p->audit_path)
         return;
+    /* credentials in the URL (https://user:secret@host/v1) never reach the log */
+    char url[512] = "";
+    if (upstream) {
+        snprintf(url, sizeof url, "%s", upstream);
+        char *host = strstr(url, "://");
+        host = host ? host + 3 : url;
+        char *at = strchr(host, '@'), *slash = strchr(host, '/');
+        if (at && (!slash || at < slash))
+            memmove(host, at + 1, strlen(at + 1) + 1);
+        upstream = url;
+    }
     char when[32];
     time_t t = time(NULL);
     struct tm tm;
