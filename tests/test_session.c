@@ -231,6 +231,49 @@ static void test_busy(void **state)
     orc_session_free(b.s);
 }
 
+/* Sessions on one model generate at the same time from their own threads, with the
+ * same results as one after the other. */
+typedef struct {
+    orc_session *s;
+    char *out[3];
+} par_ctx;
+
+static void *par_worker(void *arg)
+{
+    par_ctx *c = arg;
+    const char *prompts[] = {"Once upon a time there was a frog.", "What did the frog eat?", "Where did it go?"};
+    for (int i = 0; i < 3; i++)
+        if (orc_session_respond(c->s, prompts[i], &c->out[i]) != ORC_OK)
+            c->out[i] = NULL;
+    return NULL;
+}
+
+static void test_parallel_sessions(void **state)
+{
+    (void)state;
+    orc_session_params p = base_params(512);
+    par_ctx ref = {.s = new_session(&p)};
+    par_worker(&ref);
+    par_ctx c[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = (par_ctx){.s = new_session(&p)};
+        assert_int_equal(pthread_create(&th[i], NULL, par_worker, &c[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        for (int k = 0; k < 3; k++) {
+            assert_non_null(c[i].out[k]);
+            assert_string_equal(c[i].out[k], ref.out[k]);
+            orc_free(c[i].out[k]);
+        }
+        orc_session_free(c[i].s);
+    }
+    for (int k = 0; k < 3; k++)
+        orc_free(ref.out[k]);
+    orc_session_free(ref.s);
+}
+
 /* ---- cancellation ---- */
 
 static bool cancel_after_3(const char *d, size_t n, void *user)
@@ -876,6 +919,7 @@ int main(void)
         cmocka_unit_test(test_basic_and_reuse),
         cmocka_unit_test(test_transcript_roundtrip),
         cmocka_unit_test(test_busy),
+        cmocka_unit_test(test_parallel_sessions),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_prewarm),
