@@ -116,10 +116,15 @@ static int add_call(json_t *calls, const char *name, size_t name_len, json_t *ar
         json_decref(args);
         return fail(err, errlen, "tool call without a name");
     }
+    json_t *jn = json_stringn(name, name_len);
+    if (!jn) {
+        json_decref(args);
+        return fail(err, errlen, "tool call name is not valid UTF-8");
+    }
     json_t *c = json_object();
-    json_object_set_new(c, "name", json_stringn(name, name_len));
-    json_object_set_new(c, "arguments", args);
-    json_array_append_new(calls, c);
+    if (!c || json_object_set_new(c, "name", jn) || json_object_set_new(c, "arguments", args) ||
+        json_array_append_new(calls, c))
+        return fail(err, errlen, "out of memory");
     return 0;
 }
 
@@ -224,7 +229,10 @@ static int qwen3_coder_body(const char *b, const char *be, json_t *calls, char *
         }
         if (vl && vb[vl - 1] == '\n')
             vl--;
-        json_object_set_new(args, key, loose_value(vb, vl));
+        if (json_object_set_new(args, key, loose_value(vb, vl))) {
+            json_decref(args);
+            return fail(err, errlen, "tool call parameter is not valid UTF-8");
+        }
         p = ve && ve == stop ? ve + 12 : stop;
     }
     return add_call(calls, nb, (size_t)(ne - nb), args, err, errlen);
@@ -274,7 +282,10 @@ static int glm_body(const char *b, const char *be, json_t *calls, char *err, siz
         size_t kl = (size_t)(ke - kb) < sizeof key - 1 ? (size_t)(ke - kb) : sizeof key - 1;
         memcpy(key, kb, kl);
         key[kl] = 0;
-        json_object_set_new(args, key, loose_value(vb, (size_t)(ve - vb)));
+        if (json_object_set_new(args, key, loose_value(vb, (size_t)(ve - vb)))) {
+            json_decref(args);
+            return fail(err, errlen, "tool call argument is not valid UTF-8");
+        }
         p = ve < be ? find(ve, be, "<arg_key>") : NULL;
     }
     return add_call(calls, b, (size_t)(name_end - b), args, err, errlen);

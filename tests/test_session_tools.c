@@ -236,6 +236,84 @@ static void test_detect(void **state)
     assert_int_equal(detect_file("Qwen3-Coder.jinja"), ORC_TOOL_SYNTAX_QWEN3_CODER);
 }
 
+/* Mutated model outputs through every parser and the partial-JSON parser: a clear
+ * result or error, never a crash (run under ASan in CI), and parsed calls always have a
+ * string name and object arguments. */
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char *seeds[] = {
+        "Hi <tool_call>{\"name\": \"f\", \"arguments\": {\"a\": [1, 2.5, \"x\\u00e9\"]}}</tool_call>",
+        "<|python_tag|>{\"name\": \"f\", \"parameters\": {\"a\": null}}; {\"name\": \"g\", \"parameters\": {}}",
+        "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}][TOOL_CALLS]g[CALL_ID]abc123456[ARGS]{\"b\": true}",
+        "f\n{\"a\": 1}>>>all\ntext>>>g\n{}<function=h>{\"x\": 2}</function>",
+        "<|tool_call|>[{\"name\": \"f\", \"arguments\": {\"k\": \"v\"}}]",
+        "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>function<\xef\xbd\x9ctool\xe2\x96\x81"
+        "sep\xef\xbd\x9c>f\n```json\n{}\n```",
+        "<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{}<|tool_call_end|>",
+        "<tool_call>f\n<arg_key>a</arg_key>\n<arg_value>[1]</arg_value></tool_call>",
+        "<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"a\": 1}<|call|>",
+        "<tool_call>\n<function=f>\n<parameter=a>\n1\n</parameter>\n</function>\n</tool_call>",
+        "{\"a\": {\"b\": [true, false, null, -1e5, \"\\ud83d\\ude00\"]}}",
+    };
+    const char alphabet[] = "{}[]\":,<>|\\/ntfu0123456789.-eE _=\n";
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    char buf[512];
+    for (int it = 0; it < 30000; it++) {
+        const char *seed = seeds[it % (sizeof seeds / sizeof seeds[0])];
+        size_t n = strlen(seed);
+        memcpy(buf, seed, n);
+        int edits = 1 + it % 4;
+        for (int e = 0; e < edits; e++) {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            size_t pos = n ? (size_t)(r % n) : 0;
+            switch ((r >> 32) % 4) {
+            case 0: /* truncate */
+                n = pos;
+                break;
+            case 1: /* replace */
+                if (n)
+                    buf[pos] = alphabet[(r >> 40) % (sizeof alphabet - 1)];
+                break;
+            case 2: /* insert */
+                if (n + 1 < sizeof buf) {
+                    memmove(buf + pos + 1, buf + pos, n - pos);
+                    buf[pos] = alphabet[(r >> 40) % (sizeof alphabet - 1)];
+                    n++;
+                }
+                break;
+            default: /* random byte */
+                if (n)
+                    buf[pos] = (char)(1 + (r >> 48) % 255);
+            }
+        }
+        buf[n] = 0;
+        json_t *v = partial_json_parse(buf, n, NULL);
+        json_decref(v);
+        for (int syn = ORC_TOOL_SYNTAX_HERMES; syn <= ORC_TOOL_SYNTAX_NONE; syn++) {
+            json_t *calls = NULL;
+            char *content = NULL, err[128];
+            if (tool_calls_parse((orc_tool_syntax)syn, buf, strlen(buf), &calls, &content, err, sizeof err) == 0) {
+                size_t i;
+                json_t *c;
+                json_array_foreach(calls, i, c) {
+                    assert_true(json_is_string(json_object_get(c, "name")));
+                    assert_true(json_is_object(json_object_get(c, "arguments")));
+                }
+                assert_non_null(content);
+            } else {
+                assert_null(calls);
+                assert_true(strlen(err) > 0);
+            }
+            json_decref(calls);
+            free(content);
+            (void)tool_call_start((orc_tool_syntax)syn, buf, strlen(buf));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_tool_syntaxes),
         cmocka_unit_test(test_tool_errors),
         cmocka_unit_test(test_detect),
+        cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
