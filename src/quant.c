@@ -89,13 +89,18 @@ static int slot_of(uint32_t wtype)
         return ORC_SLOT_Q8_0X8;
     if (wtype == (ORC_DT_Q4_K | ORC_QUANT_REPACKED))
         return ORC_SLOT_Q4_KX8;
+    if (wtype == (ORC_DT_Q6_K | ORC_QUANT_REPACKED))
+        return ORC_SLOT_Q6_KX8;
     return wtype < ORC_DT_COUNT && orc_kernels_ref.tile[wtype] ? (int)wtype : -1;
 }
 
 static int act_kind(uint32_t wtype)
 {
     if (wtype & ORC_QUANT_REPACKED)
-        return slot_of(wtype) < 0 ? -1 : wtype == (ORC_DT_Q4_K | ORC_QUANT_REPACKED) ? ORC_ACT_Q8KX8 : ORC_ACT_Q8AX8;
+        return slot_of(wtype) < 0                          ? -1
+               : wtype == (ORC_DT_Q4_K | ORC_QUANT_REPACKED) ? ORC_ACT_Q8KX8
+               : wtype == (ORC_DT_Q6_K | ORC_QUANT_REPACKED) ? ORC_ACT_Q8KX8_16
+                                                             : ORC_ACT_Q8AX8;
     switch (wtype) {
     case ORC_DT_F32:
     case ORC_DT_F16:
@@ -138,6 +143,15 @@ void orc_dequant_row(uint32_t type, const void *src, float *dst, int64_t n)
             memset(dst, 0, (size_t)n * sizeof(float));
             return;
         }
+        if (base == ORC_DT_Q6_K) {
+            const blk_q6_K *b = src;
+            for (int64_t i = 0; i < n / QKK; i++) {
+                blk_q6_K p;
+                orc_rp_unpack_q6k(&b[i], &p);
+                orc_ref_dequant(base, &p, dst + i * QKK, QKK);
+            }
+            return;
+        }
         if (base == ORC_DT_Q4_K) {
             const blk_q4_K *b = src;
             for (int64_t i = 0; i < n / QKK; i++) {
@@ -163,6 +177,18 @@ void orc_dequant_row(uint32_t type, const void *src, float *dst, int64_t n)
 
 uint32_t orc_quant_repack(uint32_t wtype, void *data, int64_t nrows, size_t row_stride, int64_t n)
 {
+    if (wtype == ORC_DT_Q6_K && n > 0 && n % QKK == 0 && nrows >= 0) {
+        for (int64_t r = 0; r < nrows; r++) {
+            blk_q6_K *b = (blk_q6_K *)((uint8_t *)data + (size_t)r * row_stride);
+            for (int64_t i = 0; i < n / QKK; i++) {
+                blk_q6_K tmp;
+                memcpy(&tmp, &b[i], sizeof tmp);
+                orc_rp_pack_q6k(&tmp, &tmp);
+                memcpy(&b[i], &tmp, sizeof tmp);
+            }
+        }
+        return wtype | ORC_QUANT_REPACKED;
+    }
     if (wtype == ORC_DT_Q4_K && n > 0 && n % QKK == 0 && nrows >= 0) {
         for (int64_t r = 0; r < nrows; r++) {
             blk_q4_K *b = (blk_q4_K *)((uint8_t *)data + (size_t)r * row_stride);
@@ -207,6 +233,7 @@ size_t orc_act_row_size(uint32_t wtype, int64_t n)
         return n % QK ? 0 : (size_t)(n / QK) * sizeof(blk_q8a);
     case ORC_ACT_Q8K:
     case ORC_ACT_Q8KX8:
+    case ORC_ACT_Q8KX8_16:
         return n % QKK ? 0 : (size_t)(n / QKK) * sizeof(blk_q8_K);
     default:
         return 0;
@@ -231,6 +258,13 @@ void orc_act_convert(uint32_t wtype, const float *x, void *dst, int64_t n)
         (k->quant_q8k ? k->quant_q8k : orc_ref_quantize_q8k)(x, y, n);
         for (int64_t i = 0; i < n / QKK; i++)
             orc_rp_pack_act_k(&y[i], &y[i]);
+        return;
+    }
+    case ORC_ACT_Q8KX8_16: {
+        blk_q8_K *y = dst;
+        (k->quant_q8k ? k->quant_q8k : orc_ref_quantize_q8k)(x, y, n);
+        for (int64_t i = 0; i < n / QKK; i++)
+            orc_rp_pack_act_k6(&y[i], &y[i]);
         return;
     }
     case ORC_ACT_Q8AX8: {

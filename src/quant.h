@@ -50,7 +50,8 @@ void orc_matmul(uint32_t wtype, const void *W, size_t w_stride, int64_t n,
 #define ORC_QUANT_REPACKED 0x100u
 
 /* Rewrites nrows rows (n elements of wtype each, row_stride bytes apart) in place into
- * the layout that is faster for orc_matmul, when wtype has one (Q4_0, Q8_0, Q4_K).
+ * the interleaved layout, when wtype has one (Q4_0, Q8_0, Q4_K, Q6_K; see docs/kernels.md
+ * for when it pays).
  * Returns the type id to use from then on: wtype | ORC_QUANT_REPACKED when repacked,
  * wtype unchanged (and the data untouched) otherwise. Activations for a repacked tensor
  * must be converted with the returned id. */

@@ -66,15 +66,20 @@ _Static_assert(sizeof(blk_q8ax8) == 8 * sizeof(blk_q8a), "q8ax8");
  * << 4. The matching activations are blk_q8_K with qs[32v + 4k + i] = x[32k + 4v + i]. */
 
 /* Kernel table slots: the ggml type ids, then the repacked layouts. */
-enum { ORC_SLOT_Q4_0X8 = ORC_DT_COUNT, ORC_SLOT_Q8_0X8, ORC_SLOT_Q4_KX8, ORC_SLOT_COUNT };
+enum { ORC_SLOT_Q4_0X8 = ORC_DT_COUNT, ORC_SLOT_Q8_0X8, ORC_SLOT_Q4_KX8, ORC_SLOT_Q6_KX8, ORC_SLOT_COUNT };
 
 /* Which activation format a weight type consumes. */
-enum { ORC_ACT_F32, ORC_ACT_Q8A, ORC_ACT_Q8K, ORC_ACT_Q8AX8, ORC_ACT_Q8KX8 };
+enum { ORC_ACT_F32, ORC_ACT_Q8A, ORC_ACT_Q8K, ORC_ACT_Q8AX8, ORC_ACT_Q8KX8, ORC_ACT_Q8KX8_16 };
 
 void orc_rp_pack_q4k(const blk_q4_K *plain, blk_q4_K *out);
 void orc_rp_unpack_q4k(const blk_q4_K *rp, blk_q4_K *out);
 void orc_rp_pack_act_k(const blk_q8_K *plain, blk_q8_K *out);
 void orc_rp_unpack_act_k(const blk_q8_K *rp, blk_q8_K *out);
+/* Repacked Q6_K (see quant_ref.c): lane k = 16-element group 8h+k of half h. */
+void orc_rp_pack_q6k(const blk_q6_K *plain, blk_q6_K *out);
+void orc_rp_unpack_q6k(const blk_q6_K *rp, blk_q6_K *out);
+void orc_rp_pack_act_k6(const blk_q8_K *plain, blk_q8_K *out);
+void orc_rp_unpack_act_k6(const blk_q8_K *rp, blk_q8_K *out);
 
 /* Interleave / de-interleave one group (bsz = plain block size, 18 or 34). */
 void orc_rp_pack(const uint8_t *plain, uint8_t *grp, size_t bsz);

@@ -584,6 +584,91 @@ static void q_k45(const float *x, blk_q4_K *y4, blk_q5_K *y5, int64_t nb)
     }
 }
 
+/* 256 unsigned 6-bit codes -> Q6_K ql/qh */
+static void q6_pack_plain(const uint8_t *L, blk_q6_K *y)
+{
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *Lh = L + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            y->ql[64 * h + l] = (uint8_t)((Lh[l] & 0xF) | ((Lh[l + 64] & 0xF) << 4));
+            y->ql[64 * h + l + 32] = (uint8_t)((Lh[l + 32] & 0xF) | ((Lh[l + 96] & 0xF) << 4));
+            y->qh[32 * h + l] = (uint8_t)((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) |
+                                          ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6));
+        }
+    }
+}
+
+static void q6_codes_plain(const blk_q6_K *b, uint8_t *L)
+{
+    for (int e = 0; e < QKK; e++) {
+        int h = e / 128, r = e % 128, k = r / 32, l = r % 32;
+        int lo = (b->ql[64 * h + l + 32 * (k & 1)] >> (4 * (k >> 1))) & 0xF;
+        int hi = (b->qh[32 * h + l] >> (2 * k)) & 3;
+        L[e] = (uint8_t)(lo | hi << 4);
+    }
+}
+
+/* Repacked Q6_K: per half h, lane k of each 32-byte step is group (16 elements) 8h+k:
+ * ql[64h + 32j + 4k + i] = low4(e=4j+i) | low4(e=4(j+2)+i) << 4, and
+ * qh[32h + 4k + i] = sum over s of high2(e=4s+i) << 2s, e counted inside the group. */
+void orc_rp_pack_q6k(const blk_q6_K *plain, blk_q6_K *out)
+{
+    uint8_t L[QKK];
+    q6_codes_plain(plain, L);
+    blk_q6_K o = *plain;
+    memset(o.qh, 0, sizeof o.qh);
+    for (int h = 0; h < 2; h++)
+        for (int k = 0; k < 8; k++)
+            for (int i = 0; i < 4; i++) {
+                const uint8_t *g = L + 16 * (8 * h + k);
+                for (int j = 0; j < 2; j++)
+                    o.ql[64 * h + 32 * j + 4 * k + i] = (uint8_t)((g[4 * j + i] & 0xF) | ((g[4 * (j + 2) + i] & 0xF) << 4));
+                for (int s4 = 0; s4 < 4; s4++)
+                    o.qh[32 * h + 4 * k + i] |= (uint8_t)((g[4 * s4 + i] >> 4) << (2 * s4));
+            }
+    *out = o;
+}
+
+void orc_rp_unpack_q6k(const blk_q6_K *rp, blk_q6_K *out)
+{
+    uint8_t L[QKK];
+    for (int h = 0; h < 2; h++)
+        for (int k = 0; k < 8; k++)
+            for (int i = 0; i < 4; i++) {
+                uint8_t *g = L + 16 * (8 * h + k);
+                for (int s4 = 0; s4 < 4; s4++) {
+                    uint8_t b = rp->ql[64 * h + 32 * (s4 % 2) + 4 * k + i];
+                    int lo = s4 < 2 ? b & 0xF : b >> 4;
+                    int hi = (rp->qh[32 * h + 4 * k + i] >> (2 * s4)) & 3;
+                    g[4 * s4 + i] = (uint8_t)(lo | hi << 4);
+                }
+            }
+    blk_q6_K o = *rp;
+    q6_pack_plain(L, &o);
+    *out = o;
+}
+
+/* activations for repacked Q6_K: qs[128h + 32s + 4k + i] = x[128h + 16k + 4s + i] */
+void orc_rp_pack_act_k6(const blk_q8_K *plain, blk_q8_K *out)
+{
+    blk_q8_K o = *plain;
+    for (int h = 0; h < 2; h++)
+        for (int s4 = 0; s4 < 4; s4++)
+            for (int k = 0; k < 8; k++)
+                memcpy(o.qs + 128 * h + 32 * s4 + 4 * k, plain->qs + 128 * h + 16 * k + 4 * s4, 4);
+    *out = o;
+}
+
+void orc_rp_unpack_act_k6(const blk_q8_K *rp, blk_q8_K *out)
+{
+    blk_q8_K o = *rp;
+    for (int h = 0; h < 2; h++)
+        for (int s4 = 0; s4 < 4; s4++)
+            for (int k = 0; k < 8; k++)
+                memcpy(o.qs + 128 * h + 16 * k + 4 * s4, rp->qs + 128 * h + 32 * s4 + 4 * k, 4);
+    *out = o;
+}
+
 static void q_q6_K(const float *x, blk_q6_K *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += QKK) {
@@ -606,15 +691,7 @@ static void q_q6_K(const float *x, blk_q6_K *y, int64_t nb)
             for (int k = 0; k < 16; k++)
                 L[16 * g + k] = (uint8_t)(dl != 0.0f ? qround(x[16 * g + k] / dl, -32, 31) + 32 : 32);
         }
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *Lh = L + 128 * h;
-            for (int l = 0; l < 32; l++) {
-                y[i].ql[64 * h + l] = (uint8_t)((Lh[l] & 0xF) | ((Lh[l + 64] & 0xF) << 4));
-                y[i].ql[64 * h + l + 32] = (uint8_t)((Lh[l + 32] & 0xF) | ((Lh[l + 96] & 0xF) << 4));
-                y[i].qh[32 * h + l] = (uint8_t)((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) |
-                                                ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6));
-            }
-        }
+        q6_pack_plain(L, &y[i]);
     }
 }
 
@@ -1097,6 +1174,26 @@ static void ref_tile_q4_Kx8(int64_t n, const void *W, size_t ws, const void *X, 
     }
 }
 
+static void ref_tile_q6_Kx8(int64_t n, const void *W, size_t ws, const void *X, size_t xs,
+                            float *Y, int64_t ldy, int nr, int nt)
+{
+    for (int t = 0; t < nt; t++) {
+        for (int r = 0; r < nr; r++) {
+            const blk_q6_K *w = (const blk_q6_K *)((const uint8_t *)W + (size_t)r * ws);
+            const blk_q8_K *x = (const blk_q8_K *)((const uint8_t *)X + (size_t)t * xs);
+            float acc = 0.0f;
+            for (int64_t i = 0; i < n / QKK; i++) {
+                blk_q6_K pw;
+                blk_q8_K px;
+                orc_rp_unpack_q6k(&w[i], &pw);
+                orc_rp_unpack_act_k6(&x[i], &px);
+                acc += orc_ref_vec_dot(ORC_DT_Q6_K, QKK, &pw, &px);
+            }
+            Y[t * ldy + r] = acc;
+        }
+    }
+}
+
 /* Repacked rows through the plain reference: de-interleave a group at a time. */
 static float ref_dot_x8(uint32_t base, int64_t n, const uint8_t *w, const uint8_t *x)
 {
@@ -1167,7 +1264,7 @@ const orc_kernels orc_kernels_ref = {
         [ORC_DT_Q5_K] = ref_tile_Q5_K, [ORC_DT_Q6_K] = ref_tile_Q6_K,
         [ORC_DT_IQ4_NL] = ref_tile_IQ4_NL, [ORC_DT_IQ4_XS] = ref_tile_IQ4_XS,
         [ORC_SLOT_Q4_0X8] = ref_tile_q4_0x8, [ORC_SLOT_Q8_0X8] = ref_tile_q8_0x8,
-        [ORC_SLOT_Q4_KX8] = ref_tile_q4_Kx8,
+        [ORC_SLOT_Q4_KX8] = ref_tile_q4_Kx8, [ORC_SLOT_Q6_KX8] = ref_tile_q6_Kx8,
     },
     .quant_q8a = orc_ref_quantize_q8a,
     .quant_q8k = orc_ref_quantize_q8k,

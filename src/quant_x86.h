@@ -592,6 +592,75 @@ AI void k_q4kx8(uint32_t type, int NR, int NT, TILE_ARGS)
             Y[t * ldy + r] = hsum_ps(acc[r][t]);
 }
 
+
+/* Repacked Q6_K against interleaved Q8_K: per half, lane k of the partial sums is the
+ * 16-element group 8h+k, so its int8 scale and the -32 offset apply as vectors. */
+AI void k_q6kx8(uint32_t type, int NR, int NT, TILE_ARGS)
+{
+    (void)type;
+    __m256 acc[4][4];
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    const int64_t nb = n / QKK;
+    const int C = X86_VNNI ? (NT == 1 ? 2 : 1) : 1;
+    for (int64_t i = 0; i < nb; i++) {
+        const blk_q8_K *xb[4];
+        __m256 xs32[4][2]; /* 32 * dx * group sums, per half */
+        float dx[4];
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            xb[t] = (const blk_q8_K *)(X + (size_t)t * xs) + i;
+            dx[t] = xb[t]->d;
+            UNROLL
+            for (int h = 0; h < 2; h++) {
+                __m256i bs = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xb[t]->bsums + 8 * h)));
+                xs32[t][h] = _mm256_mul_ps(_mm256_cvtepi32_ps(bs), _mm256_set1_ps(32.0f * dx[t]));
+            }
+        }
+        UNROLL
+        for (int r = 0; r < NR; r++) {
+            const blk_q6_K *b = (const blk_q6_K *)(W + (size_t)r * ws) + i;
+            __m256 d = _mm256_set1_ps(h2f(b->d));
+            UNROLL
+            for (int h = 0; h < 2; h++) {
+                __m256 fs = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                 _mm_loadl_epi64((const __m128i *)(b->scales + 8 * h)))));
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+                __m256i q[4];
+                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+                UNROLL
+                for (int t = 0; t < NT; t++) {
+                    __m256i pc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+                    UNROLL
+                    for (int s4 = 0; s4 < 4; s4++)
+                        pc[s4 % C] = dot_u8s8(pc[s4 % C], q[s4],
+                                              _mm256_loadu_si256((const __m256i *)(xb[t]->qs + 128 * h + 32 * s4)));
+                    __m256i p = C > 1 ? _mm256_add_epi32(pc[0], pc[1]) : pc[0];
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(fs, _mm256_set1_ps(dx[t])), acc[r][t]);
+                    acc[r][t] = _mm256_fnmadd_ps(xs32[t][h], fs, acc[r][t]);
+                }
+            }
+        }
+    }
+    UNROLL
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            Y[t * ldy + r] = hsum_ps(acc[r][t]);
+}
+
 /* ------------------------------------------------------------ activation quantizers */
 
 AI int hsum_epi32(__m256i v)
@@ -724,6 +793,7 @@ DEFINE_TILE(tile_iq4_nl, k_blk32, ORC_DT_IQ4_NL)
 DEFINE_TILE(tile_q4_0x8, k_x8, ORC_DT_Q4_0)
 DEFINE_TILE(tile_q8_0x8, k_x8, ORC_DT_Q8_0)
 DEFINE_TILE(tile_q4_Kx8, k_q4kx8, ORC_DT_Q4_K)
+DEFINE_TILE(tile_q6_Kx8, k_q6kx8, ORC_DT_Q6_K)
 DEFINE_TILE(tile_q2_K, k_kquant, ORC_DT_Q2_K)
 DEFINE_TILE(tile_q3_K, k_kquant, ORC_DT_Q3_K)
 DEFINE_TILE(tile_q4_K, k_kquant, ORC_DT_Q4_K)
@@ -740,7 +810,7 @@ const orc_kernels X86_TABLE = {
         [ORC_DT_Q2_K] = tile_q2_K, [ORC_DT_Q3_K] = tile_q3_K, [ORC_DT_Q4_K] = tile_q4_K,
         [ORC_DT_Q5_K] = tile_q5_K, [ORC_DT_Q6_K] = tile_q6_K, [ORC_DT_IQ4_XS] = tile_iq4_xs,
         [ORC_SLOT_Q4_0X8] = tile_q4_0x8, [ORC_SLOT_Q8_0X8] = tile_q8_0x8,
-        [ORC_SLOT_Q4_KX8] = tile_q4_Kx8,
+        [ORC_SLOT_Q4_KX8] = tile_q4_Kx8, [ORC_SLOT_Q6_KX8] = tile_q6_Kx8,
     },
     .quant_q8a = quant_q8a,
     .quant_q8k = quant_q8k,
