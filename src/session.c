@@ -658,6 +658,8 @@ static orc_status kv_eval(orc_session *s, const orc_token *t, int32_t n)
  * at least the last token, whose logits start generation) and evaluates the rest. */
 static orc_status kv_sync(orc_session *s, const orc_token *toks, int32_t n, int32_t *n_cached, int32_t *n_eval)
 {
+    if (n <= 0)
+        return orc_fail(ORC_ERR_INTERNAL, "the chat template rendered an empty prompt");
     int32_t p = 0;
     if (s->prefix_reuse)
         while (p < s->n_kv && p < n && s->kv[p] == toks[p])
