@@ -771,9 +771,11 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
         st->n_generated += nt;
         if (status == ORC_OK && rc->req && rc->req->on_delta) {
             long cs = rc->tools_on ? tool_call_start(s->syntax, out, strlen(out)) : -1;
-            size_t n = cs >= 0 ? (size_t)cs : strlen(out);
-            if (n)
-                rc->req->on_delta(out, n, rc->req->user);
+            size_t n = cs >= 0 ? (size_t)cs : strlen(out), from = 0;
+            if (rc->tools_on && s->syntax == ORC_TOOL_SYNTAX_FUNCTIONARY && !strncmp(out, "all\n", 4))
+                from = 4; /* the recipient line, as in live streaming */
+            if (n > from)
+                rc->req->on_delta(out + from, n - from, rc->req->user);
         }
         st->generate_ms += now_ms() - tg0;
         return status;
@@ -1023,6 +1025,13 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
                     if (w == rc->text.n)
                         safe = 0;
                 }
+            }
+            if (markers && s->syntax == ORC_TOOL_SYNTAX_FUNCTIONARY) {
+                /* v3.2: a first line "all" addresses the user; it is not part of the text */
+                if (rc->text.n < 4 && !memcmp(rc->text.p, "all\n", rc->text.n))
+                    safe = 0;
+                else if (!strncmp(rc->text.p, "all\n", 4) && emitted < 4)
+                    emitted = 4;
             }
             if (holding && emitted > safe)
                 safe = emitted;
