@@ -1023,7 +1023,9 @@ static float dot_f32(int64_t n, const float *x, const void *w, uint32_t type)
     return (float)acc;
 }
 
-float orc_ref_vec_dot(uint32_t type, int64_t n, const void *w, const void *xv)
+/* not inlined: callers pass fixed types, and gcc -O3 then warns about the other type's
+ * (dead) path reading past their small buffers */
+__attribute__((noinline)) float orc_ref_vec_dot(uint32_t type, int64_t n, const void *w, const void *xv)
 {
     const orc_dtype_info *ti = orc_dtype_get(type);
     if (type == ORC_DT_F32 || type == ORC_DT_F16 || type == ORC_DT_BF16)
@@ -1163,8 +1165,8 @@ static void ref_tile_q4_Kx8(int64_t n, const void *W, size_t ws, const void *X, 
             const blk_q8_K *x = (const blk_q8_K *)((const uint8_t *)X + (size_t)t * xs);
             float acc = 0.0f;
             for (int64_t i = 0; i < n / QKK; i++) {
-                blk_q4_K pw;
-                blk_q8_K px;
+                blk_q4_K pw = {0};
+                blk_q8_K px = {0};
                 orc_rp_unpack_q4k(&w[i], &pw);
                 orc_rp_unpack_act_k(&x[i], &px);
                 acc += orc_ref_vec_dot(ORC_DT_Q4_K, QKK, &pw, &px);
@@ -1183,8 +1185,8 @@ static void ref_tile_q6_Kx8(int64_t n, const void *W, size_t ws, const void *X, 
             const blk_q8_K *x = (const blk_q8_K *)((const uint8_t *)X + (size_t)t * xs);
             float acc = 0.0f;
             for (int64_t i = 0; i < n / QKK; i++) {
-                blk_q6_K pw;
-                blk_q8_K px;
+                blk_q6_K pw = {0};
+                blk_q8_K px = {0};
                 orc_rp_unpack_q6k(&w[i], &pw);
                 orc_rp_unpack_act_k6(&x[i], &px);
                 acc += orc_ref_vec_dot(ORC_DT_Q6_K, QKK, &pw, &px);
@@ -1200,8 +1202,8 @@ static float ref_dot_x8(uint32_t base, int64_t n, const uint8_t *w, const uint8_
     size_t bsz = base == ORC_DT_Q4_0 ? sizeof(blk_q4_0) : sizeof(blk_q8_0);
     int64_t nb = n / QK, ng = nb / 8;
     float acc = 0.0f;
-    uint8_t pw[8 * sizeof(blk_q8_0)];
-    blk_q8a px[8];
+    uint8_t pw[8 * sizeof(blk_q8_0)] = {0};
+    blk_q8a px[8] = {{0}};
     for (int64_t g = 0; g < ng; g++) {
         orc_rp_unpack(w + (size_t)g * 8 * bsz, pw, bsz);
         orc_rp_unpack_act((const blk_q8ax8 *)(x + (size_t)g * sizeof(blk_q8ax8)), px);
