@@ -26,7 +26,7 @@ names = [r["test"] for r in res]
 assert names[:4] == ["pp16", "tg8", "pp16 @ d48", "tg8 @ d48"], names
 for r in res:
     assert r["type_v"] == r["type_k"], r
-    assert r["n_ctx"] >= 48 + 16 and r["n_ctx"] >= 48 + 8, r  # depth + test fits
+    assert r["n_ctx"] >= r["n_depth"] + max(r["n_prompt"], r["n_gen"]), r  # depth + test fits
     assert r["kv_bytes_per_token"] > 0 and r["kv_bytes"] >= r["kv_bytes_per_token"] * r["n_ctx"], r
     assert len(r["samples_ts"]) == 2 and all(s > 0 for s in r["samples_ts"]), r
     assert abs(r["avg_ts"] - sum(r["samples_ts"]) / 2) < 1e-3 * r["avg_ts"] + 1e-3, r

@@ -2,9 +2,9 @@
  * ppN evaluates N random tokens as one batch; tgN evaluates N tokens one at a time. With
  * -d D both are measured after D tokens already in the KV cache ("pp512 @ d4096"), and
  * --kv-type chooses how the cache is stored; -d and --kv-type take comma-separated lists
- * and every combination is measured. Each test runs once to warm up, then REPS times;
- * tokens/s are reported as mean +- standard deviation, with the KV cache's bytes per
- * token. Public API only. */
+ * and every combination is measured. Each test runs once to warm up, then REPS times, the
+ * repetitions interleaved across tests; tokens/s are reported as mean +- standard
+ * deviation, with the KV cache's bytes per token. Public API only. */
 #include "cli.h"
 
 #include <math.h>
@@ -31,8 +31,10 @@ static const char *BENCH_HELP =
     "  -r N   repetitions after one warm-up run (default 3)\n"
     "  --json print one JSON object instead of the table\n"
     "\n"
-    "The context holds max(D) + max(N_PROMPT, N_GEN + 1) tokens. Tests run in the order\n"
-    "KV type, depth, pp, tg.\n";
+    "Each (KV type, depth) gets its own context of D + max(N_PROMPT, N_GEN + 1) tokens.\n"
+    "After the warm-up runs the repetitions are interleaved across the tests (all tests\n"
+    "once, then again in reverse order, ...), so a busy machine slows them alike; results\n"
+    "are listed by KV type, depth, pp, tg.\n";
 
 #define MAX_LIST 16
 
@@ -40,6 +42,7 @@ typedef struct {
     char name[48];
     int32_t n_prompt, n_gen, n_depth, n_ctx;
     orc_kv_type kv;
+    orc_context *ctx; /* one per (KV type, depth); pp and tg share it */
     uint64_t kv_bytes, kv_bytes_per_token;
     double *ts; /* tokens/s per repetition */
     double mean, sd;
@@ -288,9 +291,9 @@ int cmd_bench(int argc, char **argv)
     orc_token *toks = malloc((size_t)n_tok * sizeof *toks);
     bench_result *res = calloc((size_t)n_max, sizeof *res);
     double *ts = calloc((size_t)reps * (size_t)n_max, sizeof *ts);
-    orc_context *ctx = NULL;
+    orc_context **ctxs = calloc((size_t)n_kvs * (size_t)n_depths, sizeof *ctxs);
     int rc = CLI_EXIT_FAIL, n_res = 0;
-    if (!toks || !res || !ts) {
+    if (!toks || !res || !ts || !ctxs) {
         fprintf(stderr, "orchard bench: out of memory\n");
         goto done;
     }
@@ -298,28 +301,29 @@ int cmd_bench(int argc, char **argv)
     for (int32_t i = 0; i < n_tok; i++)
         toks[i] = (orc_token)(rng_next(&seed) % (uint64_t)nv);
 
+    /* one context per (KV type, depth), sized for that depth, as llama-bench does */
     for (int ik = 0; ik < n_kvs; ik++) {
-        orc_context_params cp = orc_context_default_params();
-        cp.n_ctx = n_tok;
-        /* pp is one batch; the depth is filled in batches of up to 512 */
-        int32_t fill = d_max < 512 ? d_max : 512;
-        cp.n_batch = n_prompt > fill ? n_prompt : (fill > 0 ? fill : 1);
-        cp.n_threads = n_threads;
-        cp.kv_type = kvs[ik];
-        orc_context_free(ctx);
-        ctx = NULL;
-        if (orc_context_new(m, &cp, &ctx) != ORC_OK) {
-            fprintf(stderr, "orchard bench: %s\n", orc_last_error());
-            goto done;
-        }
         for (int id = 0; id < n_depths; id++) {
             int32_t d = depths[id];
+            orc_context_params cp = orc_context_default_params();
+            cp.n_ctx = d + n_after;
+            /* pp is one batch; the depth is filled in batches of up to 512 */
+            int32_t fill = d < 512 ? d : 512;
+            cp.n_batch = n_prompt > fill ? n_prompt : (fill > 0 ? fill : 1);
+            cp.n_threads = n_threads;
+            cp.kv_type = kvs[ik];
+            orc_context **ctx = &ctxs[ik * n_depths + id];
+            if (orc_context_new(m, &cp, ctx) != ORC_OK) {
+                fprintf(stderr, "orchard bench: %s\n", orc_last_error());
+                goto done;
+            }
             for (int kind = 0; kind < 2; kind++) {
                 int32_t n = kind == 0 ? n_prompt : n_gen;
                 if (n == 0)
                     continue;
                 bench_result *r = &res[n_res];
                 r->ts = ts + (size_t)n_res * (size_t)reps;
+                r->ctx = *ctx;
                 n_res++;
                 int len = snprintf(r->name, sizeof r->name, "%s%d", kind == 0 ? "pp" : "tg", n);
                 if (d > 0)
@@ -327,28 +331,38 @@ int cmd_bench(int argc, char **argv)
                 r->n_prompt = kind == 0 ? n : 0;
                 r->n_gen = kind == 0 ? 0 : n;
                 r->n_depth = d;
-                r->n_ctx = orc_context_n_ctx(ctx);
+                r->n_ctx = orc_context_n_ctx(*ctx);
                 r->kv = kvs[ik];
-                r->kv_bytes = orc_context_kv_bytes(ctx);
-                r->kv_bytes_per_token = orc_context_kv_bytes_per_token(ctx);
-                double secs;
-                orc_status st = ORC_OK;
-                if (warmup)
-                    st = kind == 0 ? run_pp(ctx, toks, d, n, &secs)
-                                   : run_tg(ctx, toks, d, n < 8 ? n : 8, &secs);
-                for (int i = 0; i < reps && st == ORC_OK; i++) {
-                    st = kind == 0 ? run_pp(ctx, toks, d, n, &secs) : run_tg(ctx, toks, d, n, &secs);
-                    r->ts[i] = secs > 0 ? n / secs : 0.0;
-                }
-                if (st != ORC_OK) {
-                    fprintf(stderr, "orchard bench: %s (kv %s): %s\n", r->name, kv_name(r->kv),
-                            orc_last_error());
-                    goto done;
-                }
-                stats(r, reps);
+                r->kv_bytes = orc_context_kv_bytes(*ctx);
+                r->kv_bytes_per_token = orc_context_kv_bytes_per_token(*ctx);
             }
         }
     }
+
+    /* warm-up (and the untimed depth fills), then the repetitions interleaved across the
+     * tests, forwards and backwards in turn, so load changes on a shared machine fall on
+     * all of them alike */
+    for (int pass = warmup ? -1 : 0; pass < reps; pass++) {
+        for (int k = 0; k < n_res; k++) {
+            bench_result *r = &res[pass % 2 ? n_res - 1 - k : k];
+            int32_t n = r->n_prompt > 0 ? r->n_prompt : r->n_gen;
+            double secs = 0;
+            orc_status st;
+            if (r->n_prompt > 0)
+                st = run_pp(r->ctx, toks, r->n_depth, n, &secs);
+            else
+                st = run_tg(r->ctx, toks, r->n_depth, pass < 0 && n > 8 ? 8 : n, &secs);
+            if (st != ORC_OK) {
+                fprintf(stderr, "orchard bench: %s (kv %s): %s\n", r->name, kv_name(r->kv),
+                        orc_last_error());
+                goto done;
+            }
+            if (pass >= 0)
+                r->ts[pass] = secs > 0 ? n / secs : 0.0;
+        }
+    }
+    for (int k = 0; k < n_res; k++)
+        stats(&res[k], reps);
 
     if (json)
         print_json(model_path, m, n_threads, reps, res, n_res);
@@ -356,7 +370,9 @@ int cmd_bench(int argc, char **argv)
         print_table(m, n_threads, res, n_res);
     rc = 0;
 done:
-    orc_context_free(ctx);
+    for (int k = 0; ctxs && k < n_kvs * n_depths; k++)
+        orc_context_free(ctxs[k]);
+    free(ctxs);
     orc_model_free(m);
     free(toks);
     free(res);
