@@ -315,6 +315,23 @@ ORC_API orc_token orc_sampler_sample(orc_sampler *s, const float *logits);
 ORC_API void orc_sampler_accept(orc_sampler *s, orc_token token);
 ORC_API void orc_sampler_reset(orc_sampler *s);
 
+/* One token and its log-probability (natural log). */
+typedef struct orc_token_logprob {
+    orc_token token;
+    float logprob;
+} orc_token_logprob;
+
+/* Log-probabilities of the model's distribution: the log-softmax of logits (n_vocab
+ * floats, not modified) over the whole vocabulary, before any sampler setting
+ * (temperature, filters, penalties, grammar). *logprob (may be NULL) gets token's value
+ * (token < 0: none is asked for); top[0..k) (may be NULL when k is 0) the min(k, n_vocab)
+ * most likely tokens, most likely first, equal values by lower id first (the order greedy
+ * sampling prefers). All values are <= 0; a logit of -INFINITY gives -INFINITY.
+ * ORC_ERR_INVALID_ARGUMENT for a NULL logits, n_vocab <= 0, k < 0, a token outside the
+ * vocabulary, or logits that are all -INFINITY or hold NaN. */
+ORC_API orc_status orc_logprobs(const float *logits, int32_t n_vocab, orc_token token, float *logprob,
+                                orc_token_logprob *top, int32_t k);
+
 /* ---- Chat templates -------------------------------------------------------------- */
 
 /* A parsed chat template (the model's tokenizer.chat_template, a Jinja program) with the

@@ -282,6 +282,69 @@ orc_token orc_sampler_sample(orc_sampler *s, const float *logits)
     return c[n - 1].id;
 }
 
+/* ---- log-probabilities ---- */
+
+orc_status orc_logprobs(const float *logits, int32_t n_vocab, orc_token token, float *logprob,
+                        orc_token_logprob *top, int32_t k)
+{
+    if (!logits || n_vocab <= 0 || k < 0 || (k > 0 && !top) || token >= n_vocab)
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_logprobs: bad arguments (n_vocab %d, token %d, k %d)",
+                        n_vocab, token, k);
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n_vocab; i++) {
+        if (isnan(logits[i]))
+            return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_logprobs: logit %d is NaN", i);
+        if (logits[i] > mx)
+            mx = logits[i];
+    }
+    if (!isfinite(mx))
+        return orc_fail(ORC_ERR_INVALID_ARGUMENT, "orc_logprobs: the largest logit is %s",
+                        mx > 0 ? "+inf" : "-inf (no token is possible)");
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab; i++)
+        sum += exp((double)logits[i] - mx);
+    double lse = (double)mx + log(sum); /* log of the softmax's denominator */
+    if (logprob && token >= 0) {
+        double v = (double)logits[token] - lse;
+        *logprob = v > 0.0 ? 0.0f : (float)v;
+    }
+    if (k > n_vocab)
+        k = n_vocab;
+    if (k == 0)
+        return ORC_OK;
+    if (k <= 64) {
+        /* one pass keeping the k best in order; ids rise, so an equal value never
+         * displaces an earlier id */
+        int32_t n = 0;
+        for (int32_t i = 0; i < n_vocab; i++) {
+            float l = logits[i];
+            if (n == k && !(l > top[k - 1].logprob))
+                continue;
+            int32_t at = n < k ? n++ : k - 1;
+            while (at > 0 && l > top[at - 1].logprob) {
+                top[at] = top[at - 1];
+                at--;
+            }
+            top[at] = (orc_token_logprob){.token = i, .logprob = l};
+        }
+    } else {
+        cand *c = malloc((size_t)n_vocab * sizeof *c);
+        if (!c)
+            return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+        for (int32_t i = 0; i < n_vocab; i++)
+            c[i] = (cand){.logit = logits[i], .id = i};
+        partial_sort(c, n_vocab, k);
+        for (int32_t i = 0; i < k; i++)
+            top[i] = (orc_token_logprob){.token = c[i].id, .logprob = c[i].logit};
+        free(c);
+    }
+    for (int32_t i = 0; i < k; i++) {
+        double v = (double)top[i].logprob - lse;
+        top[i].logprob = v > 0.0 ? 0.0f : (float)v;
+    }
+    return ORC_OK;
+}
+
 /* ---- guided generation ---- */
 
 orc_status orc_sampler_set_grammar(orc_sampler *s, const orc_model *model, const orc_grammar *g)
