@@ -80,7 +80,13 @@ PY
 [ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"model":"m"}')" = 400 ] && is_error invalid_request_error messages && ok || bad "missing messages"
 [ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"temperature":5}')" = 400 ] && is_error invalid_request_error temperature && ok || bad "temperature 5 accepted"
 [ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"wizard","content":"hi"}]}')" = 400 ] && ok || bad "bad role accepted"
-[ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"n":2}')" = 400 ] && is_error invalid_request_error n && ok || bad "n=2 accepted"
+[ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"n":17}')" = 400 ] && is_error invalid_request_error n && ok || bad "n=17 accepted"
+[ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"n":0}')" = 400 ] && is_error invalid_request_error n && ok || bad "n=0 accepted"
+[ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}')" = 400 ] && is_error invalid_request_error top_logprobs && ok || bad "top_logprobs without logprobs accepted"
+[ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":21}')" = 400 ] && is_error invalid_request_error top_logprobs && ok || bad "top_logprobs 21 accepted"
+[ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"logprobs":"yes"}')" = 400 ] && is_error invalid_request_error logprobs && ok || bad "logprobs 'yes' accepted"
+[ "$(status POST /v1/completions "${AUTH[@]}" "${J[@]}" -d '{"prompt":"x","logprobs":true}')" = 400 ] && is_error invalid_request_error logprobs && ok || bad "completions logprobs true accepted"
+[ "$(status POST /v1/completions "${AUTH[@]}" "${J[@]}" -d '{"prompt":"x","logprobs":21}')" = 400 ] && is_error invalid_request_error logprobs && ok || bad "completions logprobs 21 accepted"
 [ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}')" = 400 ] && ok || bad "max_tokens 0 accepted"
 [ "$(status POST /v1/completions "${AUTH[@]}" "${J[@]}" -d '{"prompt":"x","stop":["a","b","c","d","e"]}')" = 400 ] && is_error invalid_request_error stop && ok || bad "5 stop strings accepted"
 [ "$(status POST /v1/chat/completions "${AUTH[@]}" "${J[@]}" -d '{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"a":{"$ref":"#/nowhere"}}}}}}')" = 400 ] && is_error invalid_request_error response_format && ok || bad "unusable schema accepted"
@@ -268,6 +274,84 @@ check(fin and fin[0]["choices"][0]["finish_reason"] == "tool_calls" and
 st, _, body = post("/v1/chat/completions", {"messages": ask, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}})
 check(st == 400, "unknown forced tool accepted")
 
+# logprobs: every value <= 0, alternatives sorted, the greedy token the most likely one, the
+# tokens' bytes spell the text, streamed records equal non-streamed ones
+def lp_ok(content, k, greedy=True):
+    for e in content:
+        tl = e["top_logprobs"]
+        if not (e["logprob"] <= 0 and len(tl) == k and all(t["logprob"] <= 0 for t in tl)):
+            return "values/size %r" % e
+        if any(tl[i]["logprob"] < tl[i + 1]["logprob"] for i in range(k - 1)):
+            return "unsorted %r" % tl
+        if any(bytes(t["bytes"]).decode("utf-8", "replace") != t["token"] for t in tl + [e]):
+            return "bytes/token %r" % e
+        if k and greedy and (tl[0]["token"] != e["token"] or tl[0]["logprob"] != e["logprob"]):
+            return "greedy token is not the most likely %r" % e
+        if k and not greedy and e["logprob"] > tl[0]["logprob"]:
+            return "sampled token above the top %r" % e
+    return None
+st, _, body = post("/v1/chat/completions", {"messages": msgs, "max_tokens": 40, "temperature": 0, "logprobs": True,
+                                            "top_logprobs": 3})
+d = json.loads(body)
+c0 = d["choices"][0]
+content = c0["logprobs"]["content"]
+check(c0["message"]["content"] == m["content"], "logprobs changed the text")
+check(len(content) == d["usage"]["completion_tokens"], "%d records for %d tokens" % (len(content), d["usage"]["completion_tokens"]))
+check(b"".join(bytes(e["bytes"]) for e in content).decode() == m["content"], "token bytes do not spell the text")
+why = lp_ok(content, 3)
+check(why is None, "chat logprobs: %s" % why)
+check(any(e["logprob"] < 0 for e in content) and all(e["logprob"] > -100 for e in content), "implausible logprobs")
+st, _, body = post("/v1/chat/completions", {"messages": msgs, "max_tokens": 40, "temperature": 0, "logprobs": True,
+                                            "top_logprobs": 3, "stream": True})
+streamed = [r for e in sse(body) if e["choices"] and e["choices"][0]["logprobs"] for r in e["choices"][0]["logprobs"]["content"]]
+check(streamed == content, "streamed logprobs differ: %d vs %d records" % (len(streamed), len(content)))
+st, _, body = post("/v1/chat/completions", {"messages": msgs, "max_tokens": 12, "temperature": 1, "seed": 4, "logprobs": True})
+c = json.loads(body)["choices"][0]["logprobs"]["content"]
+check(len(c) > 0 and lp_ok(c, 0) is None, "logprobs without alternatives %r" % c[:2])
+st, _, body = post("/v1/chat/completions", {"messages": msgs, "max_tokens": 12, "temperature": 1.5, "seed": 4, "logprobs": True,
+                                            "top_logprobs": 20})
+why = lp_ok(json.loads(body)["choices"][0]["logprobs"]["content"], 20, greedy=False)
+check(why is None, "sampled logprobs: %s" % why)
+# completions: the legacy format; with a stop string only the records of the kept text
+st, _, body = post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 48, "temperature": 0, "logprobs": 2})
+c = json.loads(body)["choices"][0]
+lp = c["logprobs"]
+check(c["text"] == ref and "".join(lp["tokens"]) == ref, "completion tokens %r" % lp["tokens"][:5])
+off = [sum(len(t.encode()) for t in lp["tokens"][:i]) for i in range(len(lp["tokens"]))]
+check(lp["text_offset"] == off and len(lp["token_logprobs"]) == 48 and len(lp["top_logprobs"]) == 48, "completion offsets/sizes")
+check(all(v <= 0 and 1 <= len(t) <= 2 and max(t.values()) == v and t.get(tok) == v
+          for v, t, tok in zip(lp["token_logprobs"], lp["top_logprobs"], lp["tokens"])), "completion logprob values")
+st, _, body = post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 48, "temperature": 0, "logprobs": 1, "stop": stop})
+c = json.loads(body)["choices"][0]
+cut = ref[:ref.index(stop)]
+check(c["text"] == cut and "".join(c["logprobs"]["tokens"]).startswith(cut) and
+      "".join(c["logprobs"]["tokens"][:-1]) == cut[:len("".join(c["logprobs"]["tokens"][:-1]))] and
+      len("".join(c["logprobs"]["tokens"][:-1])) < len(cut), "logprobs with a stop string %r" % c)
+
+# n > 1: several choices; a seed fixes them all (choice i uses seed + i)
+req = {"messages": msgs, "max_tokens": 20, "temperature": 1.0, "seed": 11, "n": 3, "logprobs": True}
+d1, d2 = (json.loads(post("/v1/chat/completions", req)[2]) for _ in range(2))
+texts = [ch["message"]["content"] for ch in d1["choices"]]
+check([ch["index"] for ch in d1["choices"]] == [0, 1, 2] and texts == [ch["message"]["content"] for ch in d2["choices"]],
+      "n=3 not deterministic: %r / %r" % (texts, d2["choices"]))
+check(len(set(texts)) > 1, "n=3 gave identical samples %r" % texts)
+check(d1["usage"]["completion_tokens"] == sum(len(ch["logprobs"]["content"]) for ch in d1["choices"]), "n=3 usage %r" % d1["usage"])
+one = json.loads(post("/v1/chat/completions", dict(req, n=1))[2])["choices"][0]["message"]["content"]
+check(one == texts[0], "choice 0 differs from the n=1 answer with the same seed")
+st, _, body = post("/v1/chat/completions", dict(req, stream=True, stream_options={"include_usage": True}))
+ev = sse(body)
+got = {}
+fins = {}
+for e in ev:
+    for ch in e["choices"]:
+        got[ch["index"]] = got.get(ch["index"], "") + (ch["delta"].get("content") or "")
+        if ch["finish_reason"]:
+            fins[ch["index"]] = ch["finish_reason"]
+check([got.get(i) for i in range(3)] == texts and sorted(fins) == [0, 1, 2], "streamed n=3: %r vs %r" % (got, texts))
+check(ev[-1]["usage"]["completion_tokens"] == d1["usage"]["completion_tokens"], "streamed n=3 usage")
+st, _, body = post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 48, "temperature": 0, "n": 2})
+check([ch["text"] for ch in json.loads(body)["choices"]] == [ref, ref], "greedy n=2 completions")
+
 print("PY %d %d" % (passes, fails))
 PY
 grep -v '^PY ' "$tmp/py.out"
@@ -283,7 +367,7 @@ def val(pat):
     assert m, pat
     return float(m.group(1))
 assert val(r'orchard_requests_total\{route="/v1/chat/completions",status="200"\}') >= 8
-assert val(r'orchard_requests_total\{route="/v1/chat/completions",status="400"\}') >= 5
+assert val(r'orchard_requests_total\{route="/v1/chat/completions",status="400"\}') >= 10
 assert val(r'orchard_requests_total\{route="/v1/completions",status="413"\}') >= 1
 assert val(r'orchard_requests_total\{route="other",status="404"\}') >= 1
 assert val("orchard_completion_tokens_total") > 400

@@ -2,7 +2,8 @@
 # tests/cli_serve_openai.sh ORCHARD SHARED SOURCE - `orchard serve` driven by the official
 # `openai` npm package (installed into a cache outside the repository; the test is skipped
 # with a message when node/npm or the package are unavailable): chat non-streaming and
-# streaming, a tool call and its follow-up, json_schema output validated, models, errors.
+# streaming, a tool call and its follow-up, json_schema output validated, models, errors,
+# logprobs (values, order, greedy = most likely, streamed = non-streamed) and n > 1 with a seed.
 set -u
 bin=$(realpath "$1") shared=$2
 fails=0 passes=0
@@ -92,8 +93,37 @@ function check(cond, what) { if (cond) passes++; else { fails++; console.log("FA
   check(await status(client.chat.completions.create({ model: "x", messages, temperature: 9 })) === 400, "bad temperature");
   const bad = new OpenAI({ baseURL: base, apiKey: "wrong", maxRetries: 0 });
   check(await status(bad.models.list()) === 401, "wrong key");
-  try { await client.chat.completions.create({ model: "x", messages, n: 3 }); check(false, "n=3 accepted"); }
+  try { await client.chat.completions.create({ model: "x", messages, n: 17 }); check(false, "n=17 accepted"); }
   catch (e) { check(e instanceof OpenAI.BadRequestError && e.param === "n", "error object: " + e); }
+  // logprobs: values <= 0, alternatives sorted, greedy picks the most likely, bytes spell the text
+  const lp = await client.chat.completions.create({ model: "x", messages, max_tokens: 30, temperature: 0, logprobs: true,
+                                                    top_logprobs: 4 });
+  const recs = (lp.choices[0].logprobs && lp.choices[0].logprobs.content) || [];
+  check(lp.choices[0].message.content === text && recs.length === lp.usage.completion_tokens, "logprobs count/text");
+  check(Buffer.from(recs.flatMap((r) => r.bytes)).toString("utf8") === text, "logprob bytes spell the text");
+  check(recs.every((r) => r.logprob <= 0 && r.top_logprobs.length === 4 &&
+                          r.top_logprobs.every((t, i, a) => t.logprob <= 0 && (i === 0 || a[i - 1].logprob >= t.logprob)) &&
+                          r.top_logprobs[0].token === r.token && r.top_logprobs[0].logprob === r.logprob),
+        "logprob values: " + JSON.stringify(recs.slice(0, 2)));
+  const lps = await client.chat.completions.create({ model: "x", messages, max_tokens: 30, temperature: 0, logprobs: true,
+                                                     top_logprobs: 4, stream: true });
+  const srecs = [];
+  for await (const chunk of lps)
+    for (const ch of chunk.choices) if (ch.logprobs && ch.logprobs.content) srecs.push(...ch.logprobs.content);
+  check(JSON.stringify(srecs) === JSON.stringify(recs), "streamed logprobs differ");
+  const cl = await client.completions.create({ model: "x", prompt: "Once upon a time", max_tokens: 10, temperature: 0, logprobs: 2 });
+  check(cl.choices[0].logprobs.tokens.join("") === cl.choices[0].text &&
+        cl.choices[0].logprobs.token_logprobs.every((v) => v <= 0), "completion logprobs");
+  // n > 1 with a seed: deterministic choices, usage summed
+  const nreq = { model: "x", messages, max_tokens: 15, temperature: 1, seed: 21, n: 2 };
+  const n1 = await client.chat.completions.create(nreq), n2 = await client.chat.completions.create(nreq);
+  check(n1.choices.length === 2 && n1.choices.map((c) => c.index).join() === "0,1" &&
+        n1.choices.map((c) => c.message.content).join("|") === n2.choices.map((c) => c.message.content).join("|"),
+        "n=2: " + JSON.stringify(n1.choices));
+  const ns = await client.chat.completions.create({ ...nreq, stream: true });
+  const parts = ["", ""];
+  for await (const chunk of ns) for (const ch of chunk.choices) parts[ch.index] += ch.delta.content || "";
+  check(parts.join("|") === n1.choices.map((c) => c.message.content).join("|"), "streamed n=2: " + JSON.stringify(parts));
   console.log("JS " + passes + " " + fails);
 })().catch((e) => { console.log("FAIL: " + (e.stack || e)); console.log("JS 0 1"); });
 JS

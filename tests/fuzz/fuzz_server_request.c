@@ -48,6 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         must(!r.tool_call || r.schema_json);
         must(!(r.tool_call && r.tools_auto) && (!r.tools_auto || r.tools_json));
         must(r.format == SRV_FMT_TEXT || r.schema_json);
+        must(r.n_choices >= 1 && r.n_choices <= SRV_MAX_N);
+        must(r.top_logprobs >= 0 && r.top_logprobs <= SRV_MAX_TOP_LOGPROBS && (r.logprobs || !r.top_logprobs));
         must(srv_json_depth(body, len, SRV_MAX_JSON_DEPTH) <= SRV_MAX_JSON_DEPTH);
         srv_request_free(&r);
     } else {

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <jansson.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -104,14 +105,18 @@ typedef struct conn {
     double t0, t_first;
     srv_request req;
     bool have_req;
-    srv_job *job;
+    srv_job *jobs[SRV_MAX_N]; /* one per choice ("n") */
+    int n_jobs;
     char id[48];
     unsigned long long id_hex;
     int64_t created;
     /* streaming state */
     char *out;
     size_t out_len, out_off, out_cap;
-    size_t sent;
+    size_t sent[SRV_MAX_N];        /* text bytes sent per choice */
+    int32_t toks_sent[SRV_MAX_N];  /* log-probability records sent per choice */
+    bool fin[SRV_MAX_N];           /* the choice's final chunk went out */
+    int32_t n_gen, n_prompt, n_cached; /* usage of the finished choices */
     int phase; /* 0 nothing sent, 1 role sent, 2 finished */
     int status;
     bool key_consents;
@@ -318,11 +323,21 @@ static enum MHD_Result send_errorf(struct MHD_Connection *mc, conn *c, int statu
     return send_error(mc, c, &e);
 }
 
-static json_t *usage_json(const srv_job_view *v)
+/* Usage of a request: the prompt once, the completion tokens of every choice. */
+static json_t *usage_json(const conn *c)
 {
-    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", v->n_prompt, "completion_tokens", v->n_gen,
-                     "total_tokens", v->n_prompt + v->n_gen, "prompt_tokens_details", "cached_tokens",
-                     v->n_cached);
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", c->n_prompt, "completion_tokens", c->n_gen,
+                     "total_tokens", c->n_prompt + c->n_gen, "prompt_tokens_details", "cached_tokens",
+                     c->n_cached);
+}
+
+/* Adds a finished choice's counts to the request's usage. */
+static void usage_add(conn *c, const srv_job_view *v)
+{
+    c->n_prompt = v->n_prompt;
+    c->n_gen += v->n_gen;
+    if (v->n_cached > c->n_cached)
+        c->n_cached = v->n_cached;
 }
 
 static json_t *jstr(const char *s, size_t n)
@@ -398,31 +413,140 @@ static json_t *base_object(conn *c, const char *object)
                      "model", c->srv->model_id, "system_fingerprint", "orchard-" ORC_VERSION_STRING);
 }
 
-static json_t *final_response(conn *c, const srv_job_view *v)
+/* ---- log-probabilities ------------------------------------------------------------- */
+
+/* A logprob as JSON: OpenAI's -9999 stands for "impossible" (JSON has no -infinity). */
+static json_t *jlogprob(float v)
+{
+    return json_real(isfinite(v) ? (double)v : -9999.0);
+}
+
+/* The bytes a token contributes (malloc'd, *n its length). */
+static char *token_piece(const orc_model *m, orc_token t, size_t *n)
+{
+    char buf[256];
+    int32_t k = orc_token_to_piece(m, t, buf, sizeof buf, false);
+    char *p = NULL;
+    if (k >= 0) {
+        p = malloc((size_t)k + 1);
+        if (p)
+            memcpy(p, buf, (size_t)k);
+    } else if ((p = malloc((size_t)-k + 1))) {
+        k = orc_token_to_piece(m, t, p, -k + 1, false);
+    }
+    if (!p || k < 0) {
+        free(p);
+        *n = 0;
+        return strdup("");
+    }
+    p[k] = 0;
+    *n = (size_t)k;
+    return p;
+}
+
+/* {"token", "logprob", "bytes"} of one token (the chat format). */
+static json_t *chat_token_lp(const orc_model *m, orc_token t, float logprob)
+{
+    size_t n;
+    char *piece = token_piece(m, t, &n);
+    json_t *bytes = json_array();
+    for (size_t i = 0; piece && i < n; i++)
+        json_array_append_new(bytes, json_integer((unsigned char)piece[i]));
+    json_t *o = json_pack("{s:o, s:o, s:o}", "token", jstr(piece ? piece : "", n), "logprob", jlogprob(logprob),
+                          "bytes", bytes);
+    free(piece);
+    return o;
+}
+
+/* How many of the view's records belong to text already sent: those that end by byte
+ * `upto`, or, once the choice is done, those that start before it. */
+static int32_t records_upto(const srv_job_view *v, size_t upto, bool done)
+{
+    int32_t k = 0;
+    while (k < v->n_toks && (done ? v->toks[k].start < upto : v->toks[k].end <= upto))
+        k++;
+    return k;
+}
+
+/* The choice's "logprobs" for records [0, count) of the view: chat {"content": [...],
+ * "refusal": null}; completions {"tokens", "token_logprobs", "top_logprobs",
+ * "text_offset"} (byte offsets in the generated text). */
+static json_t *logprobs_json(conn *c, const srv_job_view *v, int32_t count)
+{
+    const orc_model *m = c->srv->model;
+    if (c->req.kind == SRV_CHAT) {
+        json_t *content = json_array();
+        for (int32_t i = 0; i < count; i++) {
+            const srv_tok *r = &v->toks[i];
+            json_t *e = chat_token_lp(m, r->token, r->logprob);
+            json_t *top = json_array();
+            for (int32_t k = 0; k < c->req.top_logprobs && v->top; k++) {
+                const orc_token_logprob *a = &v->top[(size_t)i * (size_t)v->top_k + (size_t)k];
+                json_array_append_new(top, chat_token_lp(m, a->token, a->logprob));
+            }
+            json_object_set_new(e, "top_logprobs", top);
+            json_array_append_new(content, e);
+        }
+        return json_pack("{s:o, s:n}", "content", content, "refusal");
+    }
+    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
+    for (int32_t i = 0; i < count; i++) {
+        const srv_tok *r = &v->toks[i];
+        size_t n;
+        char *piece = token_piece(m, r->token, &n);
+        json_array_append_new(tokens, jstr(piece, n));
+        free(piece);
+        json_array_append_new(lps, jlogprob(r->logprob));
+        json_array_append_new(offs, json_integer((json_int_t)r->start));
+        json_t *alt = json_object();
+        for (int32_t k = 0; k < c->req.top_logprobs && v->top; k++) {
+            const orc_token_logprob *a = &v->top[(size_t)i * (size_t)v->top_k + (size_t)k];
+            piece = token_piece(m, a->token, &n);
+            json_t *key = jstr(piece, n);
+            free(piece);
+            if (!json_object_get(alt, json_string_value(key))) /* equal texts: the likelier one */
+                json_object_set_new(alt, json_string_value(key), jlogprob(a->logprob));
+            json_decref(key);
+        }
+        json_array_append_new(tops, alt);
+    }
+    return json_pack("{s:o, s:o, s:o, s:o}", "tokens", tokens, "token_logprobs", lps, "top_logprobs", tops,
+                     "text_offset", offs);
+}
+
+/* One finished choice of a non-streamed answer (the view holds the whole text and every
+ * record). */
+static json_t *final_choice(conn *c, int index, const srv_job_view *v)
 {
     const char *finish = v->finish ? v->finish : "stop";
-    json_t *choice;
-    if (c->req.kind == SRV_CHAT) {
-        json_t *msg = json_pack("{s:s}", "role", "assistant");
-        char *rest = NULL;
-        json_t *calls = c->req.tool_call ? tool_calls_json(c, v->text, v->ready) : parsed_tool_calls(c, v->text, &rest);
-        if (calls) {
-            json_object_set_new(msg, "content", rest ? jstr(rest, strlen(rest)) : json_null());
-            free(rest);
-            json_object_set_new(msg, "tool_calls", calls);
-            finish = "tool_calls";
-        } else {
-            json_object_set_new(msg, "content", jstr(v->text, v->ready));
-        }
-        json_object_set_new(msg, "refusal", json_null());
-        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "message", msg, "logprobs", "finish_reason", finish);
+    json_t *lp = c->req.logprobs ? logprobs_json(c, v, records_upto(v, v->ready, true)) : json_null();
+    if (c->req.kind != SRV_CHAT)
+        return json_pack("{s:i, s:o, s:o, s:s}", "index", index, "text", jstr(v->text, v->ready), "logprobs", lp,
+                         "finish_reason", finish);
+    json_t *msg = json_pack("{s:s}", "role", "assistant");
+    char *rest = NULL;
+    json_t *calls = c->req.tool_call ? tool_calls_json(c, v->text, v->ready) : parsed_tool_calls(c, v->text, &rest);
+    if (calls) {
+        json_object_set_new(msg, "content", rest ? jstr(rest, strlen(rest)) : json_null());
+        free(rest);
+        json_object_set_new(msg, "tool_calls", calls);
+        finish = "tool_calls";
     } else {
-        choice = json_pack("{s:i, s:o, s:n, s:s}", "index", 0, "text", jstr(v->text, v->ready), "logprobs",
-                           "finish_reason", finish);
+        json_object_set_new(msg, "content", jstr(v->text, v->ready));
     }
+    json_object_set_new(msg, "refusal", json_null());
+    return json_pack("{s:i, s:o, s:o, s:s}", "index", index, "message", msg, "logprobs", lp, "finish_reason",
+                     finish);
+}
+
+static json_t *final_response(conn *c, const srv_job_view *views, int n)
+{
+    json_t *choices = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(choices, final_choice(c, i, &views[i]));
     json_t *o = base_object(c, c->req.kind == SRV_CHAT ? "chat.completion" : "text_completion");
-    json_object_set_new(o, "choices", json_pack("[o]", choice));
-    json_object_set_new(o, "usage", usage_json(v));
+    json_object_set_new(o, "choices", choices);
+    json_object_set_new(o, "usage", usage_json(c));
     return o;
 }
 
@@ -453,26 +577,80 @@ static void out_event(conn *c, json_t *obj /* consumed */)
     c->out_cap = b.cap;
 }
 
-static json_t *chunk(conn *c, json_t *delta_or_text, const char *finish)
+/* A chunk for choice `index`; logprobs (consumed) may be NULL. */
+static json_t *chunk_lp(conn *c, int index, json_t *delta_or_text, const char *finish, json_t *logprobs)
 {
     json_t *o = base_object(c, c->req.kind == SRV_CHAT ? "chat.completion.chunk" : "text_completion");
-    json_t *choice = c->req.kind == SRV_CHAT
-                         ? json_pack("{s:i, s:o, s:n}", "index", 0, "delta", delta_or_text, "logprobs")
-                         : json_pack("{s:i, s:o, s:n}", "index", 0, "text", delta_or_text, "logprobs");
+    json_t *choice = json_pack("{s:i, s:o}", "index", index, c->req.kind == SRV_CHAT ? "delta" : "text",
+                               delta_or_text);
+    json_object_set_new(choice, "logprobs", logprobs ? logprobs : json_null());
     json_object_set_new(choice, "finish_reason", finish ? json_string(finish) : json_null());
     json_object_set_new(o, "choices", json_pack("[o]", choice));
     return o;
 }
 
-static void finish_metrics(conn *c, const srv_job_view *v)
+static json_t *chunk(conn *c, json_t *delta_or_text, const char *finish)
+{
+    return chunk_lp(c, 0, delta_or_text, finish, NULL);
+}
+
+static void finish_metrics(conn *c)
 {
     server *s = c->srv;
     pthread_mutex_lock(&s->mlock);
     if (c->t_first > 0)
         hist_add(&s->ttft, c->t_first - c->t0);
-    s->completion_tokens += (uint64_t)v->n_gen;
-    s->prompt_tokens += (uint64_t)v->n_prompt;
+    s->completion_tokens += (uint64_t)c->n_gen;
+    s->prompt_tokens += (uint64_t)c->n_prompt;
     pthread_mutex_unlock(&s->mlock);
+}
+
+static void cancel_jobs(conn *c)
+{
+    for (int i = 0; i < c->n_jobs; i++)
+        srv_job_cancel(c->srv->engine, c->jobs[i]);
+}
+
+/* The last chunks of a finished choice: the text not yet sent (or the tool calls) with
+ * the remaining log-probabilities, then the finish reason. v holds the choice's text from
+ * byte c->sent[i] on (from 0 when tool calls are parsed). */
+static void stream_finish_choice(conn *c, int i, const srv_job_view *v)
+{
+    bool chat = c->req.kind == SRV_CHAT;
+    const char *finish = v->finish ? v->finish : "stop";
+    json_t *lp = c->req.logprobs ? logprobs_json(c, v, records_upto(v, v->ready, true)) : NULL;
+    json_t *delta = json_object();
+    if (chat && (c->req.tool_call || c->req.tools_auto)) {
+        /* nothing of the text went out: v holds all of it */
+        char *rest = NULL;
+        json_t *calls = c->req.tool_call ? tool_calls_json(c, v->text, v->ready) : parsed_tool_calls(c, v->text, &rest);
+        if (rest)
+            json_object_set_new(delta, "content", jstr(rest, strlen(rest)));
+        free(rest);
+        if (calls) {
+            size_t k;
+            json_t *call;
+            json_array_foreach(calls, k, call)
+                json_object_set_new(call, "index", json_integer((json_int_t)k));
+            json_object_set_new(delta, "tool_calls", calls);
+            finish = "tool_calls";
+        } else {
+            json_object_set_new(delta, "content", jstr(v->text, v->ready));
+        }
+        out_event(c, chunk_lp(c, i, delta, finish, lp));
+    } else {
+        if (v->ready > v->from) {
+            /* text held back for a possible stop string, released at the end */
+            if (c->t_first == 0)
+                c->t_first = now_s();
+            json_t *text = jstr(v->text, v->ready - v->from);
+            out_event(c, chunk_lp(c, i, chat ? json_pack("{s:o}", "content", text) : text, NULL, lp));
+            lp = NULL;
+        }
+        out_event(c, chunk_lp(c, i, chat ? delta : (json_decref(delta), json_string("")), finish, lp));
+    }
+    c->sent[i] = v->ready;
+    c->fin[i] = true;
 }
 
 /* Produces the next SSE events into c->out; false when the stream must end with an error
@@ -481,78 +659,99 @@ static bool stream_produce(conn *c)
 {
     server *s = c->srv;
     bool chat = c->req.kind == SRV_CHAT;
+    bool text_mode = !c->req.tool_call && !c->req.tools_auto; /* text goes out as it comes */
     if (c->phase == 0) {
         c->phase = 1;
         if (chat) {
-            out_event(c, chunk(c, json_pack("{s:s, s:s, s:n}", "role", "assistant", "content", "", "refusal"), NULL));
+            for (int i = 0; i < c->n_jobs; i++)
+                out_event(c, chunk_lp(c, i, json_pack("{s:s, s:s, s:n}", "role", "assistant", "content", "", "refusal"),
+                                      NULL, NULL));
             return true;
         }
     }
     for (;;) {
         if (atomic_load(&s->stopping))
             return false;
-        srv_job_view v;
-        srv_job_wait(s->engine, c->job, c->sent, 200, &v);
+        srv_job *waiting[SRV_MAX_N];
+        size_t have[SRV_MAX_N];
+        for (int i = 0; i < c->n_jobs; i++) {
+            waiting[i] = c->fin[i] ? NULL : c->jobs[i];
+            /* tool calls are sent whole at the end: only completion matters */
+            have[i] = text_mode ? c->sent[i] : SIZE_MAX;
+        }
+        srv_jobs_wait_any(s->engine, waiting, have, c->n_jobs, 200);
         if (client_gone(c->fd)) {
-            srv_job_cancel(s->engine, c->job);
+            cancel_jobs(c);
             return false;
         }
-        if (v.ready > c->sent && !c->req.tool_call && !c->req.tools_auto) {
-            if (c->t_first == 0)
-                c->t_first = now_s();
-            json_t *text = jstr(v.text + c->sent, v.ready - c->sent);
-            c->sent = v.ready;
-            out_event(c, chunk(c, chat ? json_pack("{s:o}", "content", text) : text, NULL));
-            if (!v.done)
+        bool produced = false, all_done = true;
+        for (int i = 0; i < c->n_jobs; i++) {
+            if (c->fin[i])
+                continue;
+            srv_job_view v;
+            srv_job_wait(s->engine, c->jobs[i], text_mode ? c->sent[i] : 0, c->toks_sent[i], 0, &v);
+            if (v.err_status) {
+                srv_error e;
+                srv_error_set(&e, v.err_status, "server_error", NULL, NULL, "%s", v.err_msg);
+                char *ej = srv_error_json(&e);
+                json_t *o = ej ? json_loads(ej, 0, NULL) : NULL;
+                free(ej);
+                if (o)
+                    out_event(c, o);
+                srv_job_view_free(&v);
+                cancel_jobs(c);
+                c->phase = 2;
+                sbuf b = {c->out, c->out_len, c->out_cap, false};
+                sb_put(&b, "data: [DONE]\n\n", 14);
+                c->out = b.p;
+                c->out_len = b.n;
+                c->out_cap = b.cap;
+                count_request(s, c->route, v.err_status, now_s() - c->t0);
                 return true;
-        }
-        if (!v.done)
-            continue;
-        c->phase = 2;
-        if (v.err_status) {
-            srv_error e;
-            srv_error_set(&e, v.err_status, "server_error", NULL, NULL, "%s", v.err_msg);
-            char *ej = srv_error_json(&e);
-            json_t *o = ej ? json_loads(ej, 0, NULL) : NULL;
-            free(ej);
-            if (o)
-                out_event(c, o);
-        } else {
-            const char *finish = v.finish ? v.finish : "stop";
-            json_t *delta = json_object();
-            if (c->req.tool_call || c->req.tools_auto) {
-                char *rest = NULL;
-                json_t *calls = c->req.tool_call ? tool_calls_json(c, v.text, v.ready)
-                                                 : parsed_tool_calls(c, v.text, &rest);
-                if (rest)
-                    json_object_set_new(delta, "content", jstr(rest, strlen(rest)));
-                free(rest);
-                if (calls) {
-                    size_t k;
-                    json_t *call;
-                    json_array_foreach(calls, k, call)
-                        json_object_set_new(call, "index", json_integer((json_int_t)k));
-                    json_object_set_new(delta, "tool_calls", calls);
-                    finish = "tool_calls";
-                } else {
-                    json_object_set_new(delta, "content", jstr(v.text, v.ready));
+            }
+            if (v.done) {
+                usage_add(c, &v);
+                stream_finish_choice(c, i, &v);
+                produced = true;
+            } else {
+                all_done = false;
+                if (text_mode && v.ready > c->sent[i]) {
+                    if (c->t_first == 0)
+                        c->t_first = now_s();
+                    json_t *lp = NULL;
+                    if (c->req.logprobs) {
+                        int32_t k = records_upto(&v, v.ready, false);
+                        if (k > 0)
+                            lp = logprobs_json(c, &v, k);
+                        c->toks_sent[i] += k;
+                    }
+                    json_t *text = jstr(v.text, v.ready - v.from);
+                    c->sent[i] = v.ready;
+                    out_event(c, chunk_lp(c, i, chat ? json_pack("{s:o}", "content", text) : text, NULL, lp));
+                    produced = true;
                 }
             }
-            out_event(c, chunk(c, chat ? delta : (json_decref(delta), json_string("")), finish));
-            if (c->req.include_usage) {
-                json_t *o = base_object(c, chat ? "chat.completion.chunk" : "text_completion");
-                json_object_set_new(o, "choices", json_array());
-                json_object_set_new(o, "usage", usage_json(&v));
-                out_event(c, o);
-            }
+            srv_job_view_free(&v);
+        }
+        if (!all_done) {
+            if (produced)
+                return true;
+            continue;
+        }
+        c->phase = 2;
+        if (c->req.include_usage) {
+            json_t *o = base_object(c, chat ? "chat.completion.chunk" : "text_completion");
+            json_object_set_new(o, "choices", json_array());
+            json_object_set_new(o, "usage", usage_json(c));
+            out_event(c, o);
         }
         sbuf b = {c->out, c->out_len, c->out_cap, false};
         sb_put(&b, "data: [DONE]\n\n", 14);
         c->out = b.p;
         c->out_len = b.n;
         c->out_cap = b.cap;
-        finish_metrics(c, &v);
-        count_request(s, c->route, v.err_status ? v.err_status : 200, now_s() - c->t0);
+        finish_metrics(c);
+        count_request(s, c->route, 200, now_s() - c->t0);
         return true;
     }
 }
@@ -1112,16 +1311,41 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
     sp.top_p = c->req.top_p;
     sp.presence_penalty = c->req.presence_penalty;
     sp.frequency_penalty = c->req.frequency_penalty;
-    sp.seed = c->req.has_seed ? c->req.seed
-                              : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + atomic_fetch_add(&s->next_id, 1);
-    srv_job_spec spec = {.prompt = toks, .n_prompt = n, .max_tokens = c->req.max_tokens, .sampling = sp,
-                         .grammar = g, .stop = c->req.stop, .n_stop = c->req.n_stop};
-    c->job = srv_engine_submit(s->engine, &spec, &err);
-    free(toks);
-    if (!c->job) {
-        orc_grammar_free(g);
-        return send_error(mc, c, &err);
+    uint64_t seed = c->req.has_seed ? c->req.seed
+                                    : (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + atomic_fetch_add(&s->next_id, 1);
+    /* one job per choice; choice i samples with seed + i (a request's seed fixes all of them) */
+    for (int i = 0; i < c->req.n_choices; i++) {
+        orc_grammar *gi = NULL;
+        if (i + 1 == c->req.n_choices) { /* the last job takes the grammar compiled above */
+            gi = g;
+            g = NULL;
+        } else if (g) { /* each job owns its grammar */
+            orc_grammar_params gp = orc_grammar_default_params();
+            gp.kind = ORC_GRAMMAR_JSON_SCHEMA;
+            if (orc_grammar_new(c->req.schema_json, strlen(c->req.schema_json), &gp, &gi) != ORC_OK) {
+                srv_error_set(&err, 500, "server_error", NULL, NULL, "cannot compile the schema again: %s",
+                              orc_last_error());
+                orc_grammar_free(g);
+                free(toks);
+                cancel_jobs(c); /* released, with the connection, in completed() */
+                return send_error(mc, c, &err);
+            }
+        }
+        sp.seed = seed + (uint64_t)i;
+        srv_job_spec spec = {.prompt = toks, .n_prompt = n, .max_tokens = c->req.max_tokens, .sampling = sp,
+                             .grammar = gi, .stop = c->req.stop, .n_stop = c->req.n_stop,
+                             .logprobs = c->req.logprobs, .top_logprobs = c->req.top_logprobs};
+        srv_job *j = srv_engine_submit(s->engine, &spec, &err);
+        if (!j) {
+            orc_grammar_free(gi);
+            orc_grammar_free(g);
+            free(toks);
+            cancel_jobs(c);
+            return send_error(mc, c, &err);
+        }
+        c->jobs[c->n_jobs++] = j;
     }
+    free(toks);
 
     if (c->req.stream) {
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, c, NULL);
@@ -1136,26 +1360,45 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c)
         MHD_destroy_response(r);
         return ok;
     }
-    srv_job_view v;
-    for (;;) {
-        srv_job_wait(s->engine, c->job, SIZE_MAX, 200, &v);
-        if (v.done)
-            break;
-        if (c->t_first == 0 && v.n_gen > 0)
-            c->t_first = now_s();
-        if (atomic_load(&s->stopping) || client_gone(c->fd)) {
-            srv_job_cancel(s->engine, c->job);
-            return MHD_NO; /* closes the connection */
+    srv_job_view views[SRV_MAX_N];
+    for (int i = 0; i < c->n_jobs; i++) {
+        srv_job_view v;
+        for (;;) {
+            srv_job_wait(s->engine, c->jobs[i], SIZE_MAX, INT32_MAX, 200, &v);
+            bool done = v.done;
+            if (c->t_first == 0 && v.n_gen > 0)
+                c->t_first = now_s();
+            srv_job_view_free(&v);
+            if (done)
+                break;
+            if (atomic_load(&s->stopping) || client_gone(c->fd)) {
+                cancel_jobs(c);
+                for (int k = 0; k < i; k++)
+                    srv_job_view_free(&views[k]);
+                return MHD_NO; /* closes the connection */
+            }
         }
+        /* done: the text and records no longer change */
+        srv_job_wait(s->engine, c->jobs[i], 0, 0, 0, &views[i]);
+        if (views[i].err_status || !views[i].text) {
+            if (views[i].err_status)
+                srv_error_set(&err, views[i].err_status, "server_error", NULL, NULL, "%s", views[i].err_msg);
+            else
+                srv_error_set(&err, 500, "server_error", NULL, NULL, "out of memory");
+            cancel_jobs(c);
+            for (int k = 0; k <= i; k++)
+                srv_job_view_free(&views[k]);
+            return send_error(mc, c, &err);
+        }
+        usage_add(c, &views[i]);
     }
-    if (v.err_status) {
-        srv_error_set(&err, v.err_status, "server_error", NULL, NULL, "%s", v.err_msg);
-        return send_error(mc, c, &err);
-    }
-    if (c->t_first == 0 && v.n_gen > 0)
+    if (c->t_first == 0 && c->n_gen > 0)
         c->t_first = now_s();
-    finish_metrics(c, &v);
-    return send_json(mc, c, 200, final_response(c, &v));
+    finish_metrics(c);
+    enum MHD_Result res = send_json(mc, c, 200, final_response(c, views, c->n_jobs));
+    for (int i = 0; i < c->n_jobs; i++)
+        srv_job_view_free(&views[i]);
+    return res;
 }
 
 /* ---- routing -------------------------------------------------------------------------- */
@@ -1327,8 +1570,8 @@ static void completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum
         fprintf(stderr, "orchard serve: %s %d %.3fs%s\n", ROUTE_NAMES[c->route],
                 c->answered ? c->status : 499, now_s() - c->t0,
                 tc == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
-    if (c->job)
-        srv_job_release(s->engine, c->job);
+    for (int i = 0; i < c->n_jobs; i++)
+        srv_job_release(s->engine, c->jobs[i]);
     upstream_free(c->up);
     if (c->have_req)
         srv_request_free(&c->req);

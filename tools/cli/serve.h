@@ -21,6 +21,8 @@ typedef enum { SRV_FMT_TEXT = 0, SRV_FMT_JSON_OBJECT, SRV_FMT_JSON_SCHEMA } srv_
 #define SRV_MAX_JSON_DEPTH 64
 #define SRV_MAX_MESSAGES 4096
 #define SRV_MAX_TOOLS 128
+#define SRV_MAX_N 16         /* most choices per request ("n") */
+#define SRV_MAX_TOP_LOGPROBS 20
 
 typedef struct srv_request {
     srv_kind kind;
@@ -40,6 +42,9 @@ typedef struct srv_request {
     char *schema_json;    /* JSON_OBJECT / JSON_SCHEMA / forced tool call: the schema */
     bool tool_call;       /* tool_choice forces a call: output is {"name":..,"arguments":..} */
     bool tools_auto;      /* tools given, tool_choice auto: parse calls the model writes */
+    int32_t n_choices;    /* "n": 1 ... SRV_MAX_N */
+    bool logprobs;        /* chat "logprobs": true, or completions "logprobs": k */
+    int32_t top_logprobs; /* alternatives per token, 0 ... SRV_MAX_TOP_LOGPROBS */
 } srv_request;
 
 typedef struct srv_error {
@@ -94,17 +99,32 @@ typedef struct srv_job_spec {
     orc_grammar *grammar;
     char *const *stop;
     int n_stop;
+    bool logprobs;            /* record each generated token's log-probability */
+    int32_t top_logprobs;     /* ... and this many most likely alternatives */
 } srv_job_spec;
 
-/* What a job has produced so far (a snapshot taken under the engine lock). */
+/* One generated token with its log-probability (orc_logprobs) and the bytes of the job's
+ * text it produced, [start, end) (empty while the detokenizer holds back a split UTF-8
+ * character; past the final length when a stop string cut it off). */
+typedef struct srv_tok {
+    orc_token token;
+    float logprob;
+    uint32_t start, end;
+} srv_tok;
+
+/* What a job has produced so far: a snapshot copied under the engine lock, released with
+ * srv_job_view_free. */
 typedef struct srv_job_view {
-    const char *text;        /* generated text, valid while the job lives */
-    size_t ready;            /* bytes of text safe to send (stop-string holdback) */
+    char *text;              /* copy of the text's bytes [from, ready), NUL-terminated */
+    size_t from, ready;      /* ready: bytes safe to send (stop-string holdback) */
+    srv_tok *toks;           /* copies of the token records [toks_from, toks_from + n_toks) */
+    orc_token_logprob *top;  /* top_k alternatives per record (when logprobs were asked) */
+    int32_t toks_from, n_toks, top_k;
     bool done;
     const char *finish;      /* "stop", "length" (when done) */
     int32_t n_prompt, n_gen, n_cached;
     int err_status;          /* non-zero: failed, err_msg says why */
-    const char *err_msg;
+    const char *err_msg;     /* valid while the job lives */
 } srv_job_view;
 
 orc_status srv_engine_new(orc_model *model, const srv_engine_params *p, srv_engine **out);
@@ -115,8 +135,15 @@ int32_t srv_engine_n_ctx(const srv_engine *e);
  * holds one reference: srv_job_release drops it (and cancels the job if unfinished). */
 srv_job *srv_engine_submit(srv_engine *e, const srv_job_spec *spec, srv_error *err);
 /* Waits until the job has more than `have` ready bytes, finishes, or timeout_ms passes;
- * fills *view. Returns true when something changed. */
-bool srv_job_wait(srv_engine *e, srv_job *j, size_t have, int timeout_ms, srv_job_view *view);
+ * fills *view with the text from byte min(have, ready) on (have SIZE_MAX: no text) and the
+ * token records from index toks_have on (INT32_MAX: none). Returns true when something
+ * changed. */
+bool srv_job_wait(srv_engine *e, srv_job *j, size_t have, int32_t toks_have, int timeout_ms,
+                  srv_job_view *view);
+void srv_job_view_free(srv_job_view *view);
+/* Waits until one of jobs[0..n) (NULL entries are skipped) has more than have[i] ready
+ * bytes or is done, or timeout_ms passes. Returns true when one has. */
+bool srv_jobs_wait_any(srv_engine *e, srv_job *const *jobs, const size_t *have, int n, int timeout_ms);
 void srv_job_cancel(srv_engine *e, srv_job *j);
 void srv_job_release(srv_engine *e, srv_job *j);
 

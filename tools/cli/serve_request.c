@@ -455,17 +455,40 @@ static int parse_fields(json_t *root, srv_kind kind, srv_request *r, srv_error *
         get_number(root, "presence_penalty", -2, 2, &r->presence_penalty, err) ||
         get_number(root, "frequency_penalty", -2, 2, &r->frequency_penalty, err))
         return -1;
-    if ((x = json_object_get(root, "n")) && !json_is_null(x) &&
-        (!json_is_integer(x) || json_integer_value(x) != 1))
-        return BAD("n", "only 'n': 1 is supported");
+    r->n_choices = 1;
+    if ((x = json_object_get(root, "n")) && !json_is_null(x)) {
+        if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > SRV_MAX_N)
+            return BAD("n", "'n' must be an integer between 1 and %d", SRV_MAX_N);
+        r->n_choices = (int32_t)json_integer_value(x);
+    }
     if ((x = json_object_get(root, "seed")) && !json_is_null(x)) {
         if (!json_is_integer(x))
             return BAD("seed", "'seed' must be an integer");
         r->has_seed = true;
         r->seed = (uint64_t)json_integer_value(x);
     }
-    if ((x = json_object_get(root, "logprobs")) && json_is_true(x))
-        return BAD("logprobs", "'logprobs' is not supported");
+    if (kind == SRV_CHAT) {
+        /* chat: "logprobs": bool, "top_logprobs": 0..20 (only with logprobs) */
+        if ((x = json_object_get(root, "logprobs")) && !json_is_null(x)) {
+            if (!json_is_boolean(x))
+                return BAD("logprobs", "'logprobs' must be a boolean");
+            r->logprobs = json_is_true(x);
+        }
+        if ((x = json_object_get(root, "top_logprobs")) && !json_is_null(x)) {
+            if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > SRV_MAX_TOP_LOGPROBS)
+                return BAD("top_logprobs", "'top_logprobs' must be an integer between 0 and %d",
+                           SRV_MAX_TOP_LOGPROBS);
+            if (!r->logprobs)
+                return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+            r->top_logprobs = (int32_t)json_integer_value(x);
+        }
+    } else if ((x = json_object_get(root, "logprobs")) && !json_is_null(x)) {
+        /* completions: "logprobs": k, the number of alternatives per token */
+        if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > SRV_MAX_TOP_LOGPROBS)
+            return BAD("logprobs", "'logprobs' must be an integer between 0 and %d", SRV_MAX_TOP_LOGPROBS);
+        r->logprobs = true;
+        r->top_logprobs = (int32_t)json_integer_value(x);
+    }
     if ((x = json_object_get(root, "stream")) && !json_is_null(x)) {
         if (!json_is_boolean(x))
             return BAD("stream", "'stream' must be a boolean");
