@@ -90,8 +90,14 @@ typedef struct orc_model_params {
     orc_progress_fn progress; /* may be NULL */
     void *progress_user;
     bool vocab_only;          /* load only metadata and the tokenizer (no contexts) */
+    bool no_repack;           /* keep weights in the file's layout (default false: Q4_0,
+                                 Q8_0, Q4_K and Q6_K matrices are interleaved at load for
+                                 faster kernels; the pages become private to the process,
+                                 so processes no longer share them through the page cache).
+                                 The environment variable ORC_NO_REPACK=1 does the same. */
 } orc_model_params;
 #define ORC_MODEL_PARAMS_HAS_VOCAB_ONLY 1
+#define ORC_MODEL_PARAMS_HAS_NO_REPACK 1
 
 ORC_API orc_model_params orc_model_default_params(void);
 

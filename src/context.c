@@ -290,7 +290,7 @@ static void mm_worker(void *arg, int ith, int nth)
     long lo, hi;
     tp_split((long)j->rows, ith, nth, 16, &lo, &hi);
     if (lo < hi)
-        orc_matmul(j->w->type, j->wdata, orc_dtype_row_size(j->w->type, j->w->ne[0]), j->w->ne[0],
+        orc_matmul(j->w->type, j->wdata, orc_dtype_row_size(j->w->type & 0xFF, j->w->ne[0]), j->w->ne[0],
                    j->act, j->act_stride, j->n_tok, j->y, j->ldy, lo, hi);
 }
 
@@ -328,7 +328,7 @@ static void matmul(orc_context *c, const gguf_tensor *w, int expert, const float
         act_worker(&aj, 0, 1);
     const uint8_t *wdata = w->data;
     if (expert >= 0)
-        wdata += (size_t)expert * (size_t)rows * orc_dtype_row_size(w->type, n);
+        wdata += (size_t)expert * (size_t)rows * orc_dtype_row_size(w->type & 0xFF, n);
     mm_job j = {.w = w, .wdata = wdata, .rows = rows, .act = c->act, .act_stride = stride,
                 .n_tok = n_tok, .y = y, .ldy = rows};
     /* waking the pool costs microseconds: small products run on the calling thread */
@@ -774,7 +774,7 @@ static void forward(orc_context *c, const orc_token *tok, int n, const int32_t *
     int E = hp->n_embd, F = hp->n_ff;
     int qd = hp->n_head * hp->head_dim_k, od = hp->n_head * hp->head_dim_v;
     int kd = c->kv_dim_k, vd = c->kv_dim_v;
-    size_t erow = orc_dtype_row_size(m->tok_embd->type, E);
+    size_t erow = orc_dtype_row_size(m->tok_embd->type & 0xFF, E); /* base type of a repacked id */
 
     for (int t = 0; t < n; t++) {
         float *x = c->x + (size_t)t * E;

@@ -615,6 +615,21 @@ const gguf_tensor *gguf_find_tensor(const gguf_ctx *c, const char *name)
     return i >= 0 ? &c->tensors[i] : NULL;
 }
 
+void *gguf_tensor_data_writable(gguf_ctx *c, const gguf_tensor *t)
+{
+    if (!c || !t || !t->data)
+        return NULL;
+    if (c->map) {
+        /* MAP_PRIVATE: writes go to copy-on-write pages, never to the file */
+        long pg = sysconf(_SC_PAGESIZE);
+        uintptr_t lo = (uintptr_t)t->data, hi = lo + t->nbytes;
+        uintptr_t a = lo & ~(uintptr_t)(pg - 1);
+        if (mprotect((void *)a, hi - a, PROT_READ | PROT_WRITE) != 0)
+            return NULL;
+    }
+    return (void *)(uintptr_t)t->data;
+}
+
 static bool is_unsigned(gguf_vtype t)
 {
     return t == GGUF_T_UINT8 || t == GGUF_T_UINT16 || t == GGUF_T_UINT32 || t == GGUF_T_UINT64;

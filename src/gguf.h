@@ -111,4 +111,9 @@ int64_t gguf_n_tensors(const gguf_ctx *ctx);
 const gguf_tensor *gguf_tensor_at(const gguf_ctx *ctx, int64_t i);
 const gguf_tensor *gguf_find_tensor(const gguf_ctx *ctx, const char *name);
 
+/* A writable pointer to tensor t's data (for load-time repacking), or NULL when it
+ * cannot be made writable. For a mapped file the pages become private copies (the file
+ * is never written); a file read into memory is writable as it is. */
+void *gguf_tensor_data_writable(gguf_ctx *ctx, const gguf_tensor *t);
+
 #endif

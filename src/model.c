@@ -253,6 +253,54 @@ static orc_status load_tensors(orc_model *m)
     return ORC_OK;
 }
 
+/* Load-time repacking: the matrices the forward pass multiplies get the interleaved
+ * layouts of quant.h (ORC_QUANT_REPACKED) when their type has one. The data is rewritten
+ * in place (private pages of the mapping), so every pointer to such a tensor is redirected
+ * to a copy of its entry that carries the new type id. */
+static const gguf_tensor *repack_one(orc_model *m, const gguf_tensor *t)
+{
+    if (!t || t->n_dims < 2)
+        return t;
+    for (int64_t i = 0; i < m->n_wcopy; i++)
+        if (m->wcopy[i].data == t->data)
+            return &m->wcopy[i];
+    if (t->type != ORC_DT_Q4_0 && t->type != ORC_DT_Q8_0 && t->type != ORC_DT_Q4_K &&
+        t->type != ORC_DT_Q6_K)
+        return t;
+    int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
+    size_t rs = orc_dtype_row_size(t->type, t->ne[0]);
+    void *d = rs ? gguf_tensor_data_writable(m->gguf, t) : NULL;
+    if (!d)
+        return t;
+    uint32_t nt = orc_quant_repack(t->type, d, rows, rs, t->ne[0]);
+    if (nt == t->type)
+        return t;
+    gguf_tensor *c = &m->wcopy[m->n_wcopy++];
+    *c = *t;
+    c->type = nt;
+    c->data = d;
+    return c;
+}
+
+static orc_status repack_weights(orc_model *m)
+{
+    m->wcopy = calloc((size_t)gguf_n_tensors(m->gguf) + 1, sizeof *m->wcopy);
+    if (!m->wcopy)
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+    const gguf_tensor *embd = m->tok_embd;
+    m->output = repack_one(m, m->output);
+    if (m->output->data == embd->data)
+        m->tok_embd = m->output; /* tied: the embedding rows are read through the new type */
+    for (int i = 0; i < m->hp.n_layer; i++) {
+        orc_layer *l = &m->layers[i];
+        const gguf_tensor **w[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->ffn_gate, &l->ffn_up,
+                                   &l->ffn_down, &l->ffn_gate_exps, &l->ffn_up_exps, &l->ffn_down_exps};
+        for (size_t k = 0; k < sizeof w / sizeof w[0]; k++)
+            *w[k] = repack_one(m, *w[k]);
+    }
+    return ORC_OK;
+}
+
 orc_model_params orc_model_default_params(void)
 {
     orc_model_params p = {.n_threads = 0, .use_mmap = true, .progress = NULL, .progress_user = NULL};
@@ -315,7 +363,10 @@ orc_status orc_model_load(const char *path, const orc_model_params *params, orc_
     }
     m->hp.n_vocab = orc_vocab_n_tokens(m->vocab);
     m->vocab_only = p.vocab_only;
-    if (!p.vocab_only && ((st = load_hparams(m)) != ORC_OK || (st = load_tensors(m)) != ORC_OK)) {
+    const char *nr = getenv("ORC_NO_REPACK");
+    bool repack = !p.no_repack && !(nr && *nr && strcmp(nr, "0") != 0);
+    if (!p.vocab_only && ((st = load_hparams(m)) != ORC_OK || (st = load_tensors(m)) != ORC_OK ||
+                          (repack && (st = repack_weights(m)) != ORC_OK))) {
         char tmp[1024];
         snprintf(tmp, sizeof tmp, "%s", orc_last_error());
         orc_fail(st, "%s: %s", path, tmp);
@@ -345,6 +396,7 @@ void orc_model_free(orc_model *m)
     orc_vocab_free(m->vocab);
     gguf_close(m->gguf);
     free(m->layers);
+    free(m->wcopy);
     free(m);
 }
 

@@ -70,6 +70,8 @@ struct orc_model {
     orc_hparams hp;
     const gguf_tensor *tok_embd, *output_norm, *output;
     orc_layer *layers;
+    gguf_tensor *wcopy;   /* weights repacked at load: copies of their entries with the */
+    int64_t n_wcopy;      /* repacked type id (ORC_QUANT_REPACKED) and writable data */
     int32_t n_threads;
     uint64_t n_params;
     bool vocab_only;      /* no weights were loaded: contexts cannot be made */
