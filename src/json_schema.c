@@ -792,144 +792,391 @@ static bool gen_string(jsc *c, json_t *s, const char *name, const char *path)
     return true;
 }
 
-/* Numeric bounds as integers: lo/hi inclusive for integers; for numbers the bound values
- * must be integral and the exclusivity is kept. */
-typedef struct {
-    bool has_lo, has_hi, lo_ex, hi_ex;
-    double lo, hi;
-} nbounds;
+/* ---- numeric bounds, exact for decimal values ----
+ *
+ * Bounded numbers are written as decimals with at most 6 fraction digits (no exponent),
+ * held here as micro-units (value * 10^6) in 128-bit integers. Each bound becomes the
+ * smallest (lower) or largest (upper) such decimal that satisfies it under every reading
+ * a validator may use: against the bound's decimal text (the exact integer, or the
+ * shortest text that reads back as the same double), the instance read as a double
+ * against the bound read as a double, and, for integer bounds, the instance read as a
+ * double against the exact integer (Python's float-vs-int comparison). Each reading is
+ * monotone in the instance, so every decimal on the right side of the limit satisfies
+ * all of them and none beyond it does: the grammar is exact, not an approximation. */
+typedef __int128 js_i128;
+#define MICRO 1000000
+#define NUM_MAX ((js_i128)JS_UNBOUNDED * MICRO + (MICRO - 1)) /* largest |value| written */
 
-static bool get_bounds(jsc *c, json_t *s, nbounds *b, const char *path)
+/* canonical JSON text of a micro value: no trailing fraction zeros, no "-0" */
+static void micro_str(js_i128 m, char *buf, size_t cap)
 {
-    memset(b, 0, sizeof *b);
+    bool neg = m < 0;
+    js_i128 a = neg ? -m : m;
+    long long ip = (long long)(a / MICRO);
+    int fp = (int)(a % MICRO);
+    if (fp == 0) {
+        snprintf(buf, cap, "%s%lld", neg ? "-" : "", ip);
+        return;
+    }
+    char f[16];
+    snprintf(f, sizeof f, "%06d", fp);
+    size_t n = 6;
+    while (f[n - 1] == '0')
+        n--;
+    f[n] = 0;
+    snprintf(buf, cap, "%s%lld.%s", neg ? "-" : "", ip, f);
+}
+
+/* exact comparison of a double with an integer: -1, 0, 1 */
+static int cmp_double_ll(double d, long long v)
+{
+    if (d >= 9223372036854775808.0)
+        return 1;
+    if (d < -9223372036854775808.0)
+        return -1;
+    double fl = floor(d);
+    long long fi = (long long)fl;
+    if (fi != v)
+        return fi < v ? -1 : 1;
+    return d > fl;
+}
+
+typedef struct {
+    bool is_int; /* a JSON integer: iv is exact */
+    long long iv;
+    double dv;   /* the bound as a double */
+    bool ex;     /* exclusive */
+    bool lower;
+} nbound;
+
+/* floor and ceiling of bound * 10^6 taken from the bound's decimal text; magnitudes
+ * beyond the written range saturate at +-2 * NUM_MAX */
+static void bound_micro(const nbound *b, js_i128 *fl, js_i128 *ce)
+{
+    const js_i128 lim = 2 * NUM_MAX;
+    if (b->is_int) {
+        *fl = *ce = (js_i128)b->iv * MICRO;
+        return;
+    }
+    double x = b->dv;
+    if (x >= 1e19 || x <= -1e19) {
+        *fl = *ce = x > 0 ? lim : -lim;
+        return;
+    }
+    if (x == floor(x)) {
+        *fl = *ce = (js_i128)(long long)x * MICRO;
+        return;
+    }
+    /* shortest round-trip text, d.ddde[+-]x: non-integral, so |x| < 2^52 and at most 17
+     * digits */
+    char t[48];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(t, sizeof t, "%.*e", p - 1, x);
+        if (strtod(t, NULL) == x)
+            break;
+    }
+    const char *q = t + (t[0] == '-');
+    js_i128 digits = 0;
+    int nd = 0;
+    for (; *q && *q != 'e'; q++)
+        if (*q >= '0' && *q <= '9') {
+            digits = digits * 10 + (*q - '0');
+            nd++;
+        }
+    int shift = (*q == 'e' ? atoi(q + 1) : 0) - (nd - 1) + 6; /* |x| * 1e6 = digits * 10^shift */
+    js_i128 f, c;
+    if (shift >= 0) {
+        f = digits;
+        for (int i = 0; i < shift; i++)
+            f *= 10;
+        c = f;
+    } else if (shift < -36) {
+        f = 0;
+        c = digits != 0;
+    } else {
+        js_i128 p10 = 1;
+        for (int i = 0; i < -shift; i++)
+            p10 *= 10;
+        f = digits / p10;
+        c = f + (digits % p10 != 0);
+    }
+    if (x < 0) {
+        js_i128 t2 = f;
+        f = -c;
+        c = -t2;
+    }
+    *fl = f;
+    *ce = c;
+}
+
+/* Does micro value m satisfy b when read as a double (against the double bound, and
+ * against an integer bound exactly)? */
+static bool bound_holds_double(const nbound *b, js_i128 m)
+{
+    char t[64];
+    micro_str(m, t, sizeof t);
+    double d = strtod(t, NULL);
+    int c1 = d < b->dv ? -1 : d > b->dv;
+    int c2 = b->is_int ? cmp_double_ll(d, b->iv) : c1;
+    if (b->lower)
+        return b->ex ? c1 > 0 && c2 > 0 : c1 >= 0 && c2 >= 0;
+    return b->ex ? c1 < 0 && c2 < 0 : c1 <= 0 && c2 <= 0;
+}
+
+/* The limit a bound puts on micro values: the smallest allowed (lower) or the largest
+ * (upper); beyond +-NUM_MAX means nothing (or everything) is allowed. */
+static js_i128 bound_limit(const nbound *b)
+{
+    js_i128 fl, ce;
+    bound_micro(b, &fl, &ce);
+    int dir = b->lower ? 1 : -1;
+    /* the decimal reading */
+    js_i128 start = b->lower ? (b->ex ? fl + 1 : ce) : (b->ex ? ce - 1 : fl);
+    if (start * dir > NUM_MAX)
+        return start; /* nothing satisfies it within the written range */
+    if (start * dir < -NUM_MAX)
+        start = -NUM_MAX * dir;
+    if (bound_holds_double(b, start))
+        return start;
+    /* the double readings: exponential then binary search (monotone predicate) */
+    js_i128 bad = start, ok = start, step = 1;
+    for (;;) {
+        ok = start + dir * step;
+        if (ok * dir > NUM_MAX)
+            return ok;
+        if (bound_holds_double(b, ok))
+            break;
+        bad = ok;
+        step *= 2;
+    }
+    while ((ok - bad) * dir > 1) {
+        js_i128 mid = bad + (ok - bad) / 2;
+        if (bound_holds_double(b, mid))
+            ok = mid;
+        else
+            bad = mid;
+    }
+    return ok;
+}
+
+/* The allowed micro range [*lo, *hi] from minimum/maximum/exclusive* (draft-4 boolean
+ * exclusives included); *any tells whether any bound was given. */
+static bool num_range(jsc *c, json_t *s, const char *path, js_i128 *lo, js_i128 *hi, bool *any)
+{
     static const char *keys[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+    *lo = -NUM_MAX;
+    *hi = NUM_MAX;
+    *any = false;
     for (int i = 0; i < 4; i++) {
         json_t *v = json_object_get(s, keys[i]);
-        if (!v)
+        if (!v || (i >= 2 && json_is_boolean(v))) /* draft-4 flags apply to minimum/maximum */
             continue;
         char p2[512];
         path_join(p2, sizeof p2, path, keys[i]);
-        if (json_is_boolean(v) && i >= 2) { /* draft 4 */
-            if (i == 2)
-                b->lo_ex = json_is_true(v);
-            else
-                b->hi_ex = json_is_true(v);
-            continue;
-        }
-        double x;
-        if (!json_num(v, &x) || !isfinite(x))
+        if (!json_is_number(v) || !isfinite(json_number_value(v)))
             return jfail(c, p2, "must be a number%s", "");
-        bool lower = i == 0 || i == 2;
-        bool ex = i >= 2;
-        if (lower) {
-            if (!b->has_lo || x > b->lo || (x == b->lo && ex)) {
-                b->lo = x;
-                b->lo_ex = ex || (b->lo_ex && x == b->lo);
-            }
-            b->has_lo = true;
-        } else {
-            if (!b->has_hi || x < b->hi || (x == b->hi && ex)) {
-                b->hi = x;
-                b->hi_ex = ex || (b->hi_ex && x == b->hi);
-            }
-            b->has_hi = true;
-        }
-    }
-    if ((b->lo_ex && !b->has_lo) || (b->hi_ex && !b->has_hi)) {
-        /* draft-4 exclusive flags without the bound: nothing to apply */
-        b->lo_ex = b->lo_ex && b->has_lo;
-        b->hi_ex = b->hi_ex && b->has_hi;
+        nbound b = {.is_int = json_is_integer(v),
+                    .iv = json_is_integer(v) ? (long long)json_integer_value(v) : 0,
+                    .dv = json_number_value(v),
+                    .lower = i == 0 || i == 2,
+                    .ex = i >= 2 || json_is_true(json_object_get(s, keys[i + 2]))};
+        js_i128 x = bound_limit(&b);
+        if (b.lower && x > *lo)
+            *lo = x;
+        if (!b.lower && x < *hi)
+            *hi = x;
+        *any = true;
     }
     return true;
 }
 
+static js_i128 div_floor(js_i128 a, js_i128 b)
+{
+    js_i128 q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+static js_i128 div_ceil(js_i128 a, js_i128 b)
+{
+    js_i128 q = a / b;
+    return (a % b != 0 && a > 0) ? q + 1 : q;
+}
+
+/* canonical continuations of 1..n more fraction digits (the last one nonzero) */
+static void frac_tail(grammar_strbuf *o, int n)
+{
+    if (n == 1)
+        gsb_puts(o, "[1-9]");
+    else
+        gsb_printf(o, "[0-9]{0,%d} [1-9]", n - 1);
+}
+
+/* Fraction digit strings s (1-6 digits, last nonzero) whose value padded to 6 digits lies
+ * in [U, V], from position i on; lt/ht: the digits so far equal U's/V's. */
+static void frac_digits(grammar_strbuf *o, const char *U, const char *V, int i, bool lt, bool ht)
+{
+    int k = 6 - i; /* positions left, this one included */
+    if (!lt && !ht) {
+        frac_tail(o, k);
+        return;
+    }
+    char dlo = lt ? U[i] : '0', dhi = ht ? V[i] : '9';
+    gsb_puts(o, "(");
+    bool first = true;
+    for (char d = dlo; d <= dhi; d++) {
+        bool tl = lt && d == U[i], th = ht && d == V[i];
+        if (!tl && !th) {
+            /* the free run [d, e]: any continuation */
+            char e = ht ? (char)(dhi - 1) : dhi;
+            if (d == '0' && k > 1) {
+                gsb_puts(o, first ? "\"0\" " : " | \"0\" ");
+                frac_tail(o, k - 1);
+                first = false;
+            }
+            char s = d > '1' ? d : '1';
+            if (s <= e) {
+                gsb_puts(o, first ? "" : " | ");
+                if (s == e)
+                    gsb_printf(o, "\"%c\"", s);
+                else
+                    gsb_printf(o, "[%c-%c]", s, e);
+                if (k > 1) {
+                    gsb_puts(o, " (");
+                    frac_tail(o, k - 1);
+                    gsb_puts(o, ")?");
+                }
+                first = false;
+            }
+            d = e;
+            continue;
+        }
+        bool can_end = d != '0';
+        if (tl)
+            for (int j = i + 1; j < 6; j++)
+                can_end &= U[j] == '0';
+        bool can_cont = false;
+        if (k > 1) {
+            /* continuations: nonempty when V' is not zero and V' >= U' */
+            const char *u2 = tl ? U + i + 1 : "00000", *v2 = th ? V + i + 1 : "99999";
+            bool vz = true;
+            for (int j = 0; j < k - 1; j++)
+                vz &= v2[j] == '0';
+            can_cont = !vz && strncmp(v2, u2, (size_t)(k - 1)) >= 0;
+        }
+        if (!can_end && !can_cont)
+            continue;
+        gsb_printf(o, "%s\"%c\"", first ? "" : " | ", d);
+        first = false;
+        if (can_cont) {
+            gsb_puts(o, can_end ? " (" : " ");
+            frac_digits(o, U, V, i + 1, tl, th);
+            if (can_end)
+                gsb_puts(o, ")?");
+        }
+    }
+    gsb_puts(o, ")");
+}
+
+/* an optional or required fraction whose 6-digit value lies in [u, v] */
+static void frac_range(grammar_strbuf *o, int u, int v)
+{
+    if (v == 0)
+        return; /* integer only */
+    if (u == 0 && v == MICRO - 1) {
+        gsb_puts(o, " (\".\" json-frac-nz)?");
+        return;
+    }
+    char U[16], V[16];
+    snprintf(U, sizeof U, "%06d", u ? u : 1);
+    snprintf(V, sizeof V, "%06d", v);
+    gsb_puts(o, u == 0 ? " (\".\" " : " \".\" ");
+    frac_digits(o, U, V, 0, true, true);
+    if (u == 0)
+        gsb_puts(o, ")?");
+}
+
+/* nonnegative decimals in micro range [a, b] */
+static void nonneg_range(grammar_strbuf *o, js_i128 a, js_i128 b)
+{
+    long long ia = (long long)(a / MICRO), ib = (long long)(b / MICRO);
+    int fa = (int)(a % MICRO), fb = (int)(b % MICRO);
+    if (ia == ib) {
+        gsb_printf(o, "(\"%lld\"", ia);
+        frac_range(o, fa, fb);
+        gsb_puts(o, ")");
+        return;
+    }
+    /* partial first and last integers on their own, whole ones in between */
+    long long first = ia, last = ib;
+    bool alt = false;
+    gsb_puts(o, "(");
+    if (fa != 0) {
+        gsb_printf(o, "\"%lld\"", ia);
+        frac_range(o, fa, MICRO - 1);
+        first++;
+        alt = true;
+    }
+    if (first <= last - (fb != MICRO - 1)) {
+        gsb_puts(o, alt ? " | " : "");
+        range_pos(o, first, last - (fb != MICRO - 1));
+        frac_range(o, 0, MICRO - 1);
+        alt = true;
+    }
+    if (fb != MICRO - 1) {
+        gsb_printf(o, "%s\"%lld\"", alt ? " | " : "", ib);
+        frac_range(o, 0, fb);
+    }
+    gsb_puts(o, ")");
+}
+
 static bool gen_integer(jsc *c, json_t *s, const char *name, const char *path)
 {
-    nbounds b;
-    if (!get_bounds(c, s, &b, path))
+    js_i128 lo, hi;
+    bool any;
+    if (!num_range(c, s, path, &lo, &hi, &any))
         return false;
-    if (!b.has_lo && !b.has_hi) {
+    if (!any) {
         gsb_printf(&c->out, "%s ::= %s\n", name, prim(c, P_INT));
         return true;
     }
-    double lo = -(double)JS_UNBOUNDED, hi = (double)JS_UNBOUNDED;
-    if (b.has_lo)
-        lo = b.lo_ex ? floor(b.lo) + 1 : ceil(b.lo);
-    if (b.has_hi)
-        hi = b.hi_ex ? ceil(b.hi) - 1 : floor(b.hi);
-    if (lo < -(double)JS_UNBOUNDED)
-        lo = -(double)JS_UNBOUNDED;
-    if (hi > (double)JS_UNBOUNDED)
-        hi = (double)JS_UNBOUNDED;
-    if (lo > hi)
+    js_i128 L = div_ceil(lo, MICRO), H = div_floor(hi, MICRO);
+    if (L < -JS_UNBOUNDED)
+        L = -JS_UNBOUNDED;
+    if (H > JS_UNBOUNDED)
+        H = JS_UNBOUNDED;
+    if (L > H)
         return jfail(c, path, "no integer satisfies the bounds%s", "");
     gsb_printf(&c->out, "%s ::= ", name);
-    range_int(&c->out, (long long)lo, (long long)hi);
+    range_int(&c->out, (long long)L, (long long)H);
     gsb_puts(&c->out, "\n");
     return true;
 }
 
 static bool gen_number(jsc *c, json_t *s, const char *name, const char *path)
 {
-    nbounds b;
-    if (!get_bounds(c, s, &b, path))
+    js_i128 lo, hi;
+    bool any;
+    if (!num_range(c, s, path, &lo, &hi, &any))
         return false;
-    if (!b.has_lo && !b.has_hi) {
+    if (!any) {
         gsb_printf(&c->out, "%s ::= %s\n", name, prim(c, P_NUMBER));
         return true;
     }
-    if ((b.has_lo && b.lo != floor(b.lo)) || (b.has_hi && b.hi != floor(b.hi)))
-        return jfail(c, path, "number bounds that are not integers are not supported (use "
-                              "type integer, or integral bounds)%s", "");
-    long long L = b.has_lo ? (long long)fmax(b.lo, -(double)JS_UNBOUNDED) : -JS_UNBOUNDED;
-    long long H = b.has_hi ? (long long)fmin(b.hi, (double)JS_UNBOUNDED) : JS_UNBOUNDED;
+    if (lo > hi)
+        return jfail(c, path, "no number satisfies the bounds%s", "");
+    prim(c, P_FRAC); /* before this rule's text starts */
     grammar_strbuf *o = &c->out;
-    const char *frac = prim(c, P_FRAC);
     gsb_printf(o, "%s ::= ", name);
-    bool any = false;
-    long long il = b.lo_ex ? L + 1 : L, ih = b.hi_ex ? H - 1 : H;
-    if (il <= ih) {
-        range_int(o, il, ih);
-        any = true;
+    bool alt = false;
+    if (hi >= 0) {
+        nonneg_range(o, lo > 0 ? lo : 0, hi);
+        alt = true;
     }
-    /* Fractions have at most 6 digits, so |x - bound| >= 1e-6, which exceeds half a double
-     * ULP while |bound| < 1e9: x then also parses to a double on the right side of an
-     * exclusive bound. Beyond that, no fractions next to an exclusive bound. */
-    bool lo_tight = b.lo_ex && llabs(L) >= 1000000000LL;
-    bool hi_tight = b.hi_ex && llabs(H) >= 1000000000LL;
-    /* I.F with F nonzero: nonnegative I in [max(L,0), H-1] */
-    long long a = L > 0 ? L : 0, z = H - 1;
-    if (hi_tight)
-        z = H - 2;
-    if (lo_tight && a == L)
-        a = L + 1;
-    if (a <= z) {
-        gsb_puts(o, any ? " | " : "");
-        range_pos(o, a, z);
-        gsb_printf(o, " \".\" %s", frac);
-        any = true;
-    }
-    /* -k.F in (-k-1, -k): k in [max(1,-H), -L-1] */
-    a = -H > 1 ? -H : 1;
-    z = -L - 1;
-    if (lo_tight)
-        z = -L - 2;
-    if (hi_tight && a == -H)
-        a = -H + 1;
-    if (a <= z) {
-        gsb_puts(o, any ? " | " : "");
-        gsb_puts(o, "\"-\" ");
-        range_pos(o, a, z);
-        gsb_printf(o, " \".\" %s", frac);
-        any = true;
-    }
-    if (L <= -1 && H >= 0) {
-        gsb_printf(o, "%s\"-0.\" %s", any ? " | " : "", frac);
-        any = true;
+    if (lo < 0) { /* magnitudes of the negative part; never "-0" */
+        gsb_puts(o, alt ? " | \"-\" " : "\"-\" ");
+        nonneg_range(o, hi < 0 ? -hi : 1, -lo);
     }
     gsb_puts(o, "\n");
-    if (!any)
-        return jfail(c, path, "no number satisfies the bounds%s", "");
     return true;
 }
 

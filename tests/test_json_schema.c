@@ -353,6 +353,14 @@ static const schema_case cases[] = {
     {"{\"type\":\"number\",\"minimum\":0,\"maximum\":1}", {"0", "1", "0.5", "0.999"}, {"1.5", "-0.1", "2", "1.0001"}},
     {"{\"type\":\"number\",\"exclusiveMinimum\":-2,\"maximum\":3}", {"-1.5", "-0.5", "3", "2.75", "-1"}, {"-2", "-2.5", "3.1", "4"}},
     {"{\"type\":\"number\",\"exclusiveMaximum\":100,\"exclusiveMinimum\":-5000000000}", {"99.5", "-4999999999", "0.000001"}, {"100", "99.9999999999999999", "-5000000000", "-5000000000.5"}},
+    /* decimal bounds: exact, inclusive and exclusive, negative, more than 6 digits */
+    {"{\"type\":\"number\",\"minimum\":0.5,\"maximum\":2.75}", {"0.5", "2.75", "1", "2", "0.500001", "2.749999", "1.125"}, {"0.499999", "0.4", "2.750001", "2.8", "3", "0", "-0.5"}},
+    {"{\"type\":\"number\",\"exclusiveMinimum\":0.5,\"exclusiveMaximum\":2.75}", {"0.500001", "2.749999", "1.5", "2"}, {"0.5", "2.75", "0.4999", "2.76"}},
+    {"{\"type\":\"number\",\"minimum\":-3.125,\"exclusiveMaximum\":-0.75}", {"-3.125", "-0.750001", "-1", "-3", "-0.8", "-3.124999"}, {"-3.125001", "-0.75", "-0.7", "0", "-4", "1"}},
+    {"{\"type\":\"number\",\"exclusiveMinimum\":-0.001,\"maximum\":0.001}", {"-0.000999", "0", "0.001", "0.000001", "-0.0005"}, {"-0.001", "0.0011", "-1", "1"}},
+    {"{\"type\":\"number\",\"minimum\":0.1234567,\"maximum\":0.3}", {"0.123457", "0.3", "0.2", "0.29"}, {"0.123456", "0.1", "0.300001", "1"}},
+    {"{\"type\":\"number\",\"minimum\":1.5,\"exclusiveMinimum\":true,\"maximum\":2}", {"1.500001", "2", "1.75"}, {"1.5", "2.000001", "1"}},
+    {"{\"type\":\"number\",\"exclusiveMinimum\":-1e-7,\"exclusiveMaximum\":1e-7}", {"0"}, {"0.000001", "-0.000001", "1"}},
     /* arrays */
     {"{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":3}", {"[1]", "[1,2,3]"}, {"[]", "[1,2,3,4]", "[\"a\"]"}},
     {"{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"},{\"type\":\"integer\"}],\"items\":false}", {"[]", "[\"a\"]", "[\"a\",1]"}, {"[1]", "[\"a\",1,2]"}},
@@ -572,9 +580,19 @@ static void byte_walk(const grammar *g, const char *schema, int budget, walk_log
     grammar_matcher_free(m);
 }
 
+/* A Python with jsonschema: Debian's (python3-jsonschema) first, since python3 on PATH
+ * may be another build without it. */
+static const char *py_exe(void)
+{
+    if (system("/usr/bin/python3 -c 'import jsonschema' 2>/dev/null") == 0)
+        return "/usr/bin/python3";
+    return "python3";
+}
+
 static FILE *open_py_log(char *path, size_t cap)
 {
-    if (system("python3 -c 'import jsonschema' 2>/dev/null") != 0) {
+    if (system("/usr/bin/python3 -c 'import jsonschema' 2>/dev/null") != 0 &&
+        system("python3 -c 'import jsonschema' 2>/dev/null") != 0) {
         printf("python3 jsonschema not installed: only the built-in validator runs\n");
         return NULL;
     }
@@ -586,14 +604,14 @@ static void run_python(const char *path, int expect)
 {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
-             "python3 -c \"\nimport json,sys\nfrom jsonschema import Draft202012Validator"
+             "%s -c \"\nimport json,sys\nfrom jsonschema import Draft202012Validator"
              "\nn=bad=0\nfor line in open('%s'):\n  d=json.loads(line); n+=1\n  "
              "v=Draft202012Validator(d['schema'], format_checker=Draft202012Validator.FORMAT_CHECKER)\n  errs=list("
              "v.iter_errors(d['instance']))\n  if errs:\n    bad+=1\n    print('INVALID', "
              "json.dumps(d['instance']), errs[0].message, json.dumps(d['schema']))\nprint('python "
              "jsonschema validated', n, 'outputs,', bad, 'invalid')\nsys.exit(1 if bad or n!=%d "
              "else 0)\"",
-             path, expect);
+             py_exe(), path, expect);
     int rc = system(cmd);
     remove(path);
     assert_int_equal(rc, 0);
@@ -622,6 +640,139 @@ static void test_random_walks(void **state)
     }
 }
 
+/* ---------- decimal bounds: the grammar equals the definition near every bound ---------- */
+
+typedef __int128 i128;
+
+static void micro_text(i128 m, char *buf, size_t cap)
+{
+    bool neg = m < 0;
+    i128 a = neg ? -m : m;
+    long long ip = (long long)(a / 1000000);
+    int fp = (int)(a % 1000000);
+    if (!fp) {
+        snprintf(buf, cap, "%s%lld", neg ? "-" : "", ip);
+        return;
+    }
+    char f[16];
+    snprintf(f, sizeof f, "%06d", fp);
+    for (int n = 6; f[n - 1] == '0'; n--)
+        f[n - 1] = 0;
+    snprintf(buf, cap, "%s%lld.%s", neg ? "-" : "", ip, f);
+}
+
+/* The definition for one bound, for a decimal of at most 6 fraction digits (micro value m,
+ * text t): it must hold against the bound's decimal value (micro, exact: the bounds below
+ * have at most 6 fraction digits), against the bound as a double with the instance read
+ * as a double (Python floats, jansson reals), and for integers read exactly against the
+ * double (Python int vs float) or against an exact integer bound. */
+static int cmp3(i128 a, i128 b)
+{
+    return a < b ? -1 : a > b;
+}
+
+/* an instance read as a double against an integer, exactly */
+static int cmp_dbl_ll(double d, long long v)
+{
+    if (d >= 9223372036854775808.0)
+        return 1;
+    if (d < -9223372036854775808.0)
+        return -1;
+    double fl = floor(d);
+    long long fi = (long long)fl;
+    if (fi != v)
+        return fi < v ? -1 : 1;
+    return d > fl;
+}
+
+static bool ok_side(int c, bool lower, bool ex)
+{
+    return lower ? (ex ? c > 0 : c >= 0) : (ex ? c < 0 : c <= 0);
+}
+
+static void test_decimal_bounds(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key, *text; /* bound keyword and its JSON text */
+        long long micro_hi, micro_lo; /* exact value * 10^6 = hi * 10^6 + lo */
+    } b[] = {
+        {"minimum", "0.5", 0, 500000},
+        {"exclusiveMinimum", "0.5", 0, 500000},
+        {"maximum", "2.75", 2, 750000},
+        {"exclusiveMaximum", "2.75", 2, 750000},
+        {"minimum", "-1.25", -1, -250000},
+        {"exclusiveMaximum", "-0.1", 0, -100000},
+        {"exclusiveMinimum", "0.1", 0, 100000},
+        {"maximum", "0.3", 0, 300000},
+        {"minimum", "0.000001", 0, 1},
+        {"exclusiveMaximum", "-0.000001", 0, -1},
+        {"exclusiveMinimum", "123456.789", 123456, 789000},
+        {"maximum", "-98765.4321", -98765, -432100},
+        {"exclusiveMinimum", "7", 7, 0},
+        {"exclusiveMaximum", "-7", -7, 0},
+        {"minimum", "1000000000000000.5", 1000000000000000LL, 500000},
+        {"exclusiveMinimum", "1000000000000000.5", 1000000000000000LL, 500000},
+        {"exclusiveMaximum", "4503599627370495.5", 4503599627370495LL, 500000},
+        {"exclusiveMinimum", "9007199254740993", 9007199254740993LL, 0},
+        {"maximum", "9007199254740993", 9007199254740993LL, 0},
+        {"exclusiveMaximum", "-9007199254740993", -9007199254740993LL, 0},
+        {"exclusiveMinimum", "5000000000.25", 5000000000LL, 250000},
+    };
+    char err[256], schema[256], t[64];
+    int checked = 0, accepted = 0;
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) {
+        for (int ty = 0; ty < 2; ty++) {
+            snprintf(schema, sizeof schema, "{\"type\":\"%s\",\"%s\":%s}", ty ? "integer" : "number",
+                     b[i].key, b[i].text);
+            grammar *g = compile(schema, false, err, sizeof err);
+            if (!g)
+                fail_msg("%s: %s", schema, err);
+            bool lower = strstr(b[i].key, "inimum") != NULL, ex = b[i].key[0] == 'e';
+            bool is_int = !strchr(b[i].text, '.');
+            double dv = strtod(b[i].text, NULL);
+            i128 D = (i128)b[i].micro_hi * 1000000 + b[i].micro_lo;
+            /* candidates: every micro value near the bound, and steps of about an eighth
+             * of the double spacing there (so the rounding zone is crossed) */
+            double ulp = nextafter(fabs(dv), INFINITY) - fabs(dv);
+            i128 step = (i128)(ulp * 1e6 / 8) + 1;
+            for (int pass = 0; pass < 2; pass++) {
+                i128 s = pass ? step : 1;
+                for (int k = -3000; k <= 3000; k++) {
+                    i128 m = D + s * k;
+                    if (pass == 1 && s == 1)
+                        break;
+                    if (ty == 1)
+                        m = (m / 1000000) * 1000000; /* integers only for type integer */
+                    micro_text(m, t, sizeof t);
+                    double d = strtod(t, NULL);
+                    bool want = ok_side(cmp3(m, D), lower, ex) &&
+                                ok_side(d < dv ? -1 : d > dv, lower, ex);
+                    if (is_int) /* a double instance against the exact integer bound */
+                        want = want && ok_side(cmp_dbl_ll(d, b[i].micro_hi), lower, ex);
+                    if (!is_int && m % 1000000 == 0) /* an integer instance against the double */
+                        want = want && ok_side(-cmp_dbl_ll(dv, (long long)(m / 1000000)), lower, ex);
+                    bool got = accepts(g, t);
+                    if (got != want)
+                        fail_msg("%s: '%s' %s but should %s", schema, t, got ? "accepted" : "rejected",
+                                 want ? "be accepted" : "not");
+                    checked++;
+                    accepted += got;
+                }
+            }
+            /* more than 6 fraction digits and exponents are never written */
+            micro_text(D, t, sizeof t);
+            char longer[80];
+            snprintf(longer, sizeof longer, "%s%s1", t, strchr(t, '.') ? "00000000" : ".00000001");
+            assert_false(accepts(g, longer));
+            assert_false(accepts(g, "1e3"));
+            grammar_free(g);
+        }
+    }
+    printf("decimal bounds: %d candidates checked, %d accepted\n", checked, accepted);
+    assert_true(accepted > checked / 4 && accepted < checked);
+}
+
 /* ---------- errors ---------- */
 
 static void test_errors(void **state)
@@ -641,7 +792,10 @@ static void test_errors(void **state)
         {"{\"type\":\"string\",\"pattern\":\"(?=x)\"}", "lookaround"},
         {"{\"allOf\":[{\"type\":\"string\"},{\"type\":\"integer\"}]}", "do not intersect"},
         {"{\"type\":\"object\",\"required\":[\"a\"],\"additionalProperties\":false}", "forbidden"},
-        {"{\"type\":\"number\",\"minimum\":0.5}", "not integers"},
+        {"{\"type\":\"number\",\"minimum\":0.5,\"exclusiveMaximum\":0.5}", "no number satisfies"},
+        {"{\"type\":\"number\",\"exclusiveMinimum\":0.1234561,\"maximum\":0.1234569}", "no number satisfies"},
+        {"{\"type\":\"integer\",\"minimum\":2.25,\"maximum\":2.75}", "no integer satisfies"},
+        {"{\"type\":\"number\",\"minimum\":\"1\"}", "/minimum: must be a number"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{},\"b\":{}},\"required\":[\"a\",\"b\"],\"maxProperties\":1}", "maxProperties"},
         {"{\"type\":\"tuple\"}", "unknown type"},
         {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}", "/oneOf: branches 0 and 1 may both match"},
@@ -933,6 +1087,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_instances),
+        cmocka_unit_test(test_decimal_bounds),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_pretty),
         cmocka_unit_test(test_random_walks),
