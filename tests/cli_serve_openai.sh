@@ -7,7 +7,12 @@
 set -u
 bin=$(realpath "$1") shared=$2
 fails=0 passes=0
-skip() { echo "serve: 0 passed, 0 failed (skipped: $*)"; exit 0; }
+# skipped when node, npm or the package are missing, unless ORC_REQUIRE_NODE=1 (.ci/run sets it)
+skip() {
+  [ "${ORC_REQUIRE_NODE:-0}" = 1 ] && { echo "FAIL: $*"; echo "serve: 0 passed, 1 failed"; exit 1; }
+  echo "serve: 0 passed, 0 failed (skipped: $*)"
+  exit 0
+}
 command -v node >/dev/null && command -v npm >/dev/null || skip "node/npm not installed"
 cache=${ORC_NPM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/orchard-test-npm}
 if [ ! -d "$cache/node_modules/openai" ]; then
