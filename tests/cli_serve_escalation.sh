@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/cli_serve_escalation.sh ORCHARD SHARED SOURCE - private escalation of `orchard serve`
 # on loopback: local by default; escalation only with consent (policy, per request, per key);
-# the upstream receives redacted text (checked by a recording stub upstream) and the client
+# the upstream receives redacted text (checked by a recording stub upstream, and by a second
+# orchard serve whose prompt cache matches only the redacted conversation) and the client
 # gets it restored; the audit log has the record, a hash of what was sent and no content;
 # a second orchard serve as the real upstream; upstream down -> local fallback (or 502);
 # stateless mode leaves no files and keeps no cache.
@@ -207,6 +208,24 @@ ev = [json.loads(l) for l in lines[:-1]]
 assert all(e["model"] == "big-tier" for e in ev)
 text = "".join(e["choices"][0]["delta"].get("content") or "" for e in ev if e["choices"])
 assert len(ev) >= 3 and text == json.loads(sys.argv[2])["choices"][0]["message"]["content"], (text, sys.argv[2])
+PY
+# the orchard upstream itself saw only the redacted text: its slot cache is primed with the
+# redacted conversation, then the original is escalated; the upstream reports the whole
+# prompt but its last token as reused from its cache only when it received exactly the
+# redacted text (the original, sent directly, is not)
+red='{"model":"big","messages":[{"role":"user","content":"Mail [EMAIL_1] or call [PHONE_1] about the cat"}],"max_tokens":6,"temperature":0}'
+orig='{"model":"big","messages":[{"role":"user","content":"Mail bob.smith@example.com or call +1 415 555 0100 about the cat"}],"max_tokens":6,"temperature":0}'
+r1=$(curl -s "http://127.0.0.1:$BIG/v1/chat/completions" -d "$red")
+r2=$(curl -s -D "$tmp/hdr" "http://127.0.0.1:$PORT/v1/chat/completions" -d "$orig")
+r3=$(curl -s "http://127.0.0.1:$BIG/v1/chat/completions" -d "$orig")
+python3 - "$r1" "$r2" "$r3" <<'PY' && grep -qi '^x-orchard-route: upstream' "$tmp/hdr" && ok || bad "upstream-side redaction: $r1 / $r2 / $r3"
+import json, sys
+direct, esc, plain = (json.loads(a) for a in sys.argv[1:4])
+p = direct["usage"]["prompt_tokens"]
+assert esc["model"] == "big-tier" and esc["usage"]["prompt_tokens"] == p, (esc, p)
+assert esc["usage"]["prompt_tokens_details"]["cached_tokens"] == p - 1, esc["usage"]
+assert esc["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]
+assert plain["usage"]["prompt_tokens_details"]["cached_tokens"] < plain["usage"]["prompt_tokens"] - 1, plain["usage"]
 PY
 
 # 5. upstream down: local fallback names the local model; with fallback "error": 502
