@@ -12,6 +12,7 @@
 #include "threadpool.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,25 +274,47 @@ static uint8_t *kv_cell(const orc_context *c, int layer, bool is_v, int seq, int
 
 /* ---- matrix products on the thread pool ---- */
 
+/* A job multiplies the same activations by up to three weights (Q/K/V, gate/up), whose
+ * rows are handed out in chunks from an atomic counter so a thread slowed down by
+ * something else on the machine does not hold the others at the barrier. */
 typedef struct {
-    const gguf_tensor *w;
+    uint32_t type;
     const uint8_t *wdata;  /* first row used (an expert slice for MoE) */
-    int64_t rows;
+    size_t w_stride;
+    int64_t n, rows;
+    float *y;
+    int64_t chunks;        /* chunks of this part, and of all the parts before it */
+    int64_t first_chunk;
+} mm_part;
+
+typedef struct {
+    mm_part part[3];
+    int n_part;
     const void *act;
     size_t act_stride;
     int n_tok;
-    float *y;
-    int64_t ldy;
+    int64_t chunk_rows, n_chunks;
+    _Atomic long next;
 } mm_job;
 
 static void mm_worker(void *arg, int ith, int nth)
 {
+    (void)ith;
+    (void)nth;
     mm_job *j = arg;
-    long lo, hi;
-    tp_split((long)j->rows, ith, nth, 16, &lo, &hi);
-    if (lo < hi)
-        orc_matmul(j->w->type, j->wdata, orc_dtype_row_size(j->w->type & 0xFF, j->w->ne[0]), j->w->ne[0],
-                   j->act, j->act_stride, j->n_tok, j->y, j->ldy, lo, hi);
+    int pi = 0;
+    for (;;) {
+        long ci = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (ci >= j->n_chunks)
+            return;
+        while (ci >= j->part[pi].first_chunk + j->part[pi].chunks)
+            pi++;
+        const mm_part *p = &j->part[pi];
+        int64_t lo = (ci - p->first_chunk) * j->chunk_rows;
+        int64_t hi = lo + j->chunk_rows < p->rows ? lo + j->chunk_rows : p->rows;
+        orc_matmul(p->type, p->wdata, p->w_stride, p->n, j->act, j->act_stride, j->n_tok, p->y,
+                   p->rows, lo, hi);
+    }
 }
 
 typedef struct {
@@ -313,29 +336,67 @@ static void act_worker(void *arg, int ith, int nth)
         orc_act_convert(j->type, j->x + t * j->ldx, (uint8_t *)j->act + t * j->stride, j->n);
 }
 
-/* y (n_tok, rows) = x (n_tok, w.ne[0], stride ldx) . W^T, for expert `expert` of a 3-D
- * weight (or the whole 2-D weight when expert < 0). */
+/* y[i] (n_tok, rows_i) = x (n_tok, n, stride ldx) . W_i^T for the weights w[0..nw), which
+ * all have row length n; expert >= 0 selects that expert of 3-D weights. Weights that
+ * take the same converted activations share one conversion and one pass of the pool. */
+static void matmul_n(orc_context *c, const gguf_tensor *const *w, float *const *y, int nw,
+                     int expert, const float *x, int64_t ldx, int n_tok)
+{
+    bool done[3] = {false, false, false};
+    for (int first = 0; first < nw; first++) {
+        if (done[first])
+            continue;
+        int fmt = orc_act_format(w[first]->type);
+        int64_t n = w[first]->ne[0];
+        size_t stride = orc_act_row_size(w[first]->type, n);
+        act_job aj = {.type = w[first]->type, .x = x, .n = n, .ldx = ldx, .act = c->act,
+                      .stride = stride, .n_tok = n_tok};
+        if (n_tok >= 4)
+            tp_run(c->tp, act_worker, &aj);
+        else
+            act_worker(&aj, 0, 1);
+        mm_job j = {.n_part = 0, .act = c->act, .act_stride = stride, .n_tok = n_tok};
+        double macs = 0.0;
+        int64_t total = 0;
+        for (int i = first; i < nw; i++) {
+            if (done[i] || orc_act_format(w[i]->type) != fmt || w[i]->ne[0] != n)
+                continue;
+            done[i] = true;
+            mm_part *p = &j.part[j.n_part++];
+            p->type = w[i]->type;
+            p->n = n;
+            p->rows = w[i]->ne[1];
+            p->w_stride = orc_dtype_row_size(w[i]->type & 0xFF, n); /* base type of a repacked id */
+            p->wdata = (const uint8_t *)w[i]->data;
+            if (expert >= 0)
+                p->wdata += (size_t)expert * (size_t)p->rows * p->w_stride;
+            p->y = y[i];
+            total += p->rows;
+            macs += (double)p->rows * (double)n * n_tok;
+        }
+        int nth = tp_n_threads(c->tp);
+        /* about eight chunks a thread, whole tiles of 16 rows */
+        int64_t cr = (total + 8 * nth - 1) / (8 * nth);
+        cr = cr < 16 ? 16 : (cr + 15) / 16 * 16;
+        j.chunk_rows = cr;
+        for (int i = 0; i < j.n_part; i++) {
+            j.part[i].first_chunk = j.n_chunks;
+            j.part[i].chunks = (j.part[i].rows + cr - 1) / cr;
+            j.n_chunks += j.part[i].chunks;
+        }
+        atomic_init(&j.next, 0);
+        /* waking the pool costs microseconds: small products run on the calling thread */
+        if (macs < MIN_PARALLEL_MACS || nth == 1)
+            mm_worker(&j, 0, 1);
+        else
+            tp_run(c->tp, mm_worker, &j);
+    }
+}
+
 static void matmul(orc_context *c, const gguf_tensor *w, int expert, const float *x, int64_t ldx,
                    int n_tok, float *y)
 {
-    int64_t n = w->ne[0], rows = w->ne[1];
-    size_t stride = orc_act_row_size(w->type, n);
-    act_job aj = {.type = w->type, .x = x, .n = n, .ldx = ldx, .act = c->act, .stride = stride,
-                  .n_tok = n_tok};
-    if (n_tok >= 4)
-        tp_run(c->tp, act_worker, &aj);
-    else
-        act_worker(&aj, 0, 1);
-    const uint8_t *wdata = w->data;
-    if (expert >= 0)
-        wdata += (size_t)expert * (size_t)rows * orc_dtype_row_size(w->type & 0xFF, n);
-    mm_job j = {.w = w, .wdata = wdata, .rows = rows, .act = c->act, .act_stride = stride,
-                .n_tok = n_tok, .y = y, .ldy = rows};
-    /* waking the pool costs microseconds: small products run on the calling thread */
-    if ((double)rows * (double)n * n_tok < MIN_PARALLEL_MACS)
-        mm_worker(&j, 0, 1);
-    else
-        tp_run(c->tp, mm_worker, &j);
+    matmul_n(c, &w, &y, 1, expert, x, ldx, n_tok);
 }
 
 /* ---- attention ---- */
@@ -720,8 +781,9 @@ static void moe_ffn(orc_context *c, const orc_layer *l, int n)
                 }
         if (!cnt)
             continue;
-        matmul(c, l->ffn_gate_exps, e, c->moe_in, E, cnt, c->ffa);
-        matmul(c, l->ffn_up_exps, e, c->moe_in, E, cnt, c->ffb);
+        const gguf_tensor *w2[2] = {l->ffn_gate_exps, l->ffn_up_exps};
+        float *y2[2] = {c->ffa, c->ffb};
+        matmul_n(c, w2, y2, 2, e, c->moe_in, E, cnt);
         for (size_t i = 0; i < (size_t)cnt * F; i++)
             c->ffa[i] = silu(c->ffa[i]) * c->ffb[i];
         matmul(c, l->ffn_down_exps, e, c->ffa, F, cnt, c->moe_out);
@@ -791,10 +853,10 @@ static void forward(orc_context *c, const orc_token *tok, int n, const int32_t *
         bool own_kv = l->kv_source < 0;
         for (int t = 0; t < n; t++)
             rmsnorm(c->xn + (size_t)t * E, c->x + (size_t)t * E, fdata(l->attn_norm), E, hp->rms_eps);
-        matmul(c, l->wq, -1, c->xn, E, n, c->q);
-        if (own_kv) {
-            matmul(c, l->wk, -1, c->xn, E, n, c->k);
-            matmul(c, l->wv, -1, c->xn, E, n, c->v);
+        {
+            const gguf_tensor *w3[3] = {l->wq, l->wk, l->wv};
+            float *y3[3] = {c->q, c->k, c->v};
+            matmul_n(c, w3, y3, own_kv ? 3 : 1, -1, c->xn, E, n);
         }
         const float *inv_freq = layer_inv_freq(c, l);
         for (int t = 0; t < n; t++) {
@@ -854,8 +916,9 @@ static void forward(orc_context *c, const orc_token *tok, int n, const int32_t *
         if (a->moe) {
             moe_ffn(c, l, n);
         } else {
-            matmul(c, l->ffn_gate, -1, c->xn, E, n, c->ffa);
-            matmul(c, l->ffn_up, -1, c->xn, E, n, c->ffb);
+            const gguf_tensor *w2[2] = {l->ffn_gate, l->ffn_up};
+            float *y2[2] = {c->ffa, c->ffb};
+            matmul_n(c, w2, y2, 2, -1, c->xn, E, n);
             size_t tot = (size_t)n * F;
             if (a->act == ORC_ACT_GELU_TANH)
                 for (size_t i = 0; i < tot; i++)
