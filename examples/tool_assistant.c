@@ -1,6 +1,7 @@
 /* tool_assistant.c - a tool-using assistant: two tools with JSON Schema arguments and C
  * callbacks. require_tool_call makes even the tiny test model call one (the tool grammar
- * keeps the arguments valid); the outputs enter the transcript and the model answers.
+ * keeps the arguments valid); the arguments stream as snapshots while the model writes
+ * them; the outputs enter the transcript and the model answers.
  * usage: example_tool_assistant MODEL.gguf */
 #include <orchard.h>
 
@@ -32,6 +33,15 @@ static orc_status get_time(const char *args_json, char **result, void *user)
     printf("  [get_time called with %s]\n", args_json);
     *result = copy("the clock is broken");
     return ORC_ERR_INTERNAL; /* reported to the model as an error output */
+}
+
+/* The arguments so far, each time they grow, then once complete before the tool runs. */
+static bool on_tool_call(int32_t index, const char *name, const char *arguments_json, bool complete, void *user)
+{
+    int *snapshots = user;
+    ++*snapshots;
+    printf("  call %d %s%s %s\n", index, name, complete ? " (complete)" : "", arguments_json);
+    return true;
 }
 
 int main(int argc, char **argv)
@@ -71,6 +81,9 @@ int main(int argc, char **argv)
     orc_request req = orc_request_default();
     req.prompt = "What is the weather in Paris?";
     req.require_tool_call = true;
+    int snapshots = 0;
+    req.on_tool_call = on_tool_call;
+    req.user = &snapshots;
     orc_response_stats st;
     char *answer = NULL;
     if (orc_session_respond_ex(session, &req, &answer, &st) != ORC_OK) {
@@ -79,7 +92,7 @@ int main(int argc, char **argv)
     }
     printf("answer: %s\n[%d tool calls in %d rounds]\n", answer, st.n_tool_calls, st.n_tool_rounds);
     orc_free(answer);
-    rc = calls >= 1 && st.n_tool_calls >= 1 ? 0 : 1;
+    rc = calls >= 1 && st.n_tool_calls >= 1 && snapshots > st.n_tool_calls ? 0 : 1;
 out:
     orc_session_free(session);
     orc_model_free(model);

@@ -476,7 +476,8 @@ typedef struct orc_session_params {
     bool prefix_reuse;               /* reuse the KV cache of the common prefix (default true) */
     int32_t max_tool_rounds;         /* tool rounds per request before giving up (default 8) */
     bool parallel_tool_calls;        /* run a turn's calls on threads (default false) */
-    bool constrain_tool_calls;       /* grammar-constrain tool-call arguments (default true) */
+    bool constrain_tool_calls;       /* grammar-constrain tool calls to the tools' names and
+                                        argument schemas (default true) */
     orc_tool_syntax tool_syntax;     /* default AUTO */
     const char *chat_template;       /* Jinja source overriding the model's; NULL: the model's */
 } orc_session_params;
@@ -495,6 +496,13 @@ typedef bool (*orc_delta_fn)(const char *delta, size_t len, void *user);
  * and objects closed), each time it changes, and last with the final value. Return false
  * to cancel. */
 typedef bool (*orc_snapshot_fn)(const char *json, void *user);
+/* Called while the model writes a tool call: index (the call's number in the request,
+ * from 0), the tool's name and its arguments parsed so far (a JSON object; unfinished
+ * strings, arrays and objects closed, as for structured snapshots), each time they change
+ * with complete false; then once per call with the complete arguments and complete true,
+ * just before the tool runs. Return false to cancel. */
+typedef bool (*orc_tool_call_fn)(int32_t index, const char *name, const char *arguments_json,
+                                 bool complete, void *user);
 
 typedef enum orc_stop_reason {
     ORC_STOP_EOS = 0,          /* the model ended its turn */
@@ -526,14 +534,15 @@ typedef struct orc_request {
     const orc_generation_options *options;  /* NULL: the session's defaults */
     orc_delta_fn on_delta;                  /* may be NULL */
     orc_snapshot_fn on_snapshot;            /* structured responses; may be NULL */
-    void *user;                             /* passed to both callbacks */
+    orc_tool_call_fn on_tool_call;          /* tool-call argument snapshots; may be NULL */
+    void *user;                             /* passed to the callbacks */
     const char *schema;                     /* JSON Schema: the response is a JSON value of it
                                                (tools are not offered in such a request) */
     bool schema_in_prompt;                  /* also show the schema to the model (default true) */
     bool use_tools;                         /* offer the session's tools (default true) */
     bool require_tool_call;                 /* the first round must call a tool: the tool-call
-                                               grammar applies from its first token (syntaxes
-                                               hermes, llama3, mistral, granite) */
+                                               grammar applies from its first token (every
+                                               syntax but "none"; needs constrain_tool_calls) */
 } orc_request;
 
 ORC_API orc_request orc_request_default(void);

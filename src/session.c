@@ -131,6 +131,7 @@ struct orc_session {
     orc_context *ctx;
     orc_chat_template *tpl;
     orc_tool_syntax syntax;
+    int syntax_variant;          /* how the template writes calls (tool_syntax_variant) */
     tool_def *tools;
     int32_t n_tools;
     json_t *tools_json;          /* the tools as the chat template sees them */
@@ -307,8 +308,8 @@ orc_status orc_session_new(orc_model *model, const orc_session_params *params, o
             orc_chat_template_set_tokens(s->tpl, orc_chat_template_bos(mt), orc_chat_template_eos(mt));
         orc_chat_template_free(mt);
     }
-    s->syntax = p.tool_syntax;
-    if (s->syntax == ORC_TOOL_SYNTAX_AUTO) {
+    {
+        /* the syntax (unless forced) and its variant follow the template's source */
         char *src = NULL;
         if (p.chat_template) {
             src = dupstr(p.chat_template);
@@ -317,7 +318,8 @@ orc_status orc_session_new(orc_model *model, const orc_session_params *params, o
             if (n >= 0 && (src = malloc((size_t)n + 1)))
                 orc_model_meta_value(model, "tokenizer.chat_template", src, (size_t)n + 1);
         }
-        s->syntax = tool_syntax_detect(src);
+        s->syntax = p.tool_syntax == ORC_TOOL_SYNTAX_AUTO ? tool_syntax_detect(src) : p.tool_syntax;
+        s->syntax_variant = tool_syntax_variant(s->syntax, src);
         free(src);
     }
     s->tools_json = json_array();
@@ -686,13 +688,15 @@ typedef struct {
     const orc_generation_options *opt;
     const orc_request *req;          /* NULL for internal generations (summaries) */
     const orc_grammar *grammar;      /* whole-output grammar (structured responses) */
-    const orc_grammar *tool_grammar; /* lazy grammar for tool calls */
+    const orc_grammar *tool_grammar; /* lazy grammar for tool calls (rule "root") */
+    const orc_grammar *tool_call_grammar; /* a required call (rule "call") */
     bool tools_on;
     bool force_tool;                 /* this round starts inside a tool call */
     orc_response_stats *st;
     double t_start;
     bool first_token_seen;
     char *last_snapshot;
+    json_t *tool_snaps;              /* the last tool-call snapshot of each call of the round */
     /* results */
     sbuf text;
     orc_stop_reason reason;
@@ -727,6 +731,74 @@ static bool emit_snapshot(round_ctx *rc, bool final)
     free(rc->last_snapshot);
     rc->last_snapshot = js;
     return rc->req->on_snapshot(js, rc->req->user);
+}
+
+static bool is_tool_name(const orc_session *s, const char *name)
+{
+    for (int32_t i = 0; i < s->n_tools; i++)
+        if (!strcmp(s->tools[i].name, name))
+            return true;
+    return false;
+}
+
+/* Tool-call snapshots while the model writes calls: the calls in text parsed partially,
+ * and each one (with the name of a tool) whose arguments changed since its last snapshot
+ * reported to on_tool_call. False: the callback asked to cancel. */
+static bool tool_snapshots(round_ctx *rc, const char *text, size_t n)
+{
+    orc_session *s = rc->s;
+    if (!rc->req || !rc->req->on_tool_call)
+        return true;
+    json_t *calls = NULL;
+    char err[128];
+    if (tool_calls_parse_ex(s->syntax, text, n, s->tools_json, true, &calls, NULL, err, sizeof err))
+        return true; /* not readable yet */
+    if (!rc->tool_snaps)
+        rc->tool_snaps = json_array();
+    bool go_on = true;
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        if (!go_on || !rc->tool_snaps || !name || !is_tool_name(s, name))
+            break; /* a name still being written, and what follows it */
+        char *args = json_dumps(json_object_get(c, "arguments"), JSON_COMPACT);
+        if (!args)
+            break;
+        json_t *prev = json_array_get(rc->tool_snaps, i);
+        json_t *key = json_pack("{s:s, s:s}", "name", name, "arguments", args);
+        if (key && (!prev || !json_equal(prev, key))) {
+            go_on = rc->req->on_tool_call(rc->st->n_tool_calls + (int32_t)i, name, args, false, rc->req->user);
+            if (prev)
+                json_array_set(rc->tool_snaps, i, key);
+            else
+                json_array_append(rc->tool_snaps, key);
+        }
+        json_decref(key);
+        free(args);
+    }
+    json_decref(calls);
+    return go_on;
+}
+
+/* Tokens of text evaluated into the cache and written to the round's text, as if the
+ * model had generated them (tool-call markers the session writes). */
+static orc_status inject_text(round_ctx *rc, const char *text)
+{
+    orc_session *s = rc->s;
+    orc_token *t = NULL;
+    int32_t n = 0;
+    if (!text[0])
+        return ORC_OK;
+    orc_status st = tokenize_text(s, text, strlen(text), false, &t, &n);
+    if (st == ORC_OK && s->n_kv + n >= orc_context_n_ctx(s->ctx))
+        st = orc_fail(ORC_ERR_CONTEXT_FULL, "no room for the tool call's markers");
+    if (st == ORC_OK)
+        st = kv_eval(s, t, n);
+    free(t);
+    if (st == ORC_OK)
+        sb_add(&rc->text, text, strlen(text));
+    return st;
 }
 
 static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_prompt)
@@ -769,6 +841,15 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
         free(t);
         sb_add_utf8(&rc->text, out, strlen(out));
         st->n_generated += nt;
+        if (status == ORC_OK && rc->tools_on && rc->req && rc->req->on_tool_call) {
+            /* the calls as they would stream, a character at a time */
+            for (size_t k = 1; k <= rc->text.n; k++)
+                if ((k == rc->text.n || ((unsigned char)rc->text.p[k] & 0xC0) != 0x80) &&
+                    !tool_snapshots(rc, rc->text.p, k)) {
+                    atomic_store(&s->cancel, true);
+                    break;
+                }
+        }
         if (status == ORC_OK && rc->req && rc->req->on_delta) {
             long cs = rc->tools_on ? tool_call_start(s->syntax, out, strlen(out)) : -1;
             size_t n = cs >= 0 ? (size_t)cs : strlen(out), from = 0;
@@ -806,28 +887,22 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
         stops[n_stops++] = "<|im_start|>";
     }
     const char *const *markers = rc->tools_on ? tool_syntax_markers(s->syntax) : NULL;
-    const tool_grammar_spec *tgs = rc->tool_grammar ? tool_grammar_for(s->syntax) : NULL;
+    const tool_grammar_spec *tgs = rc->tool_grammar ? tool_grammar_for(s->syntax, s->syntax_variant) : NULL;
     bool tool_gram_on = false;   /* the lazy tool grammar constrains the sampler now */
     size_t tool_scan = 0;        /* where to look for the next trigger */
     if (rc->force_tool && tgs) {
-        /* the round opens with the trigger, as if the model had written it */
-        if (!tgs->trigger_in_body) {
-            orc_token *tt = NULL;
-            int32_t ntt = 0;
-            status = tokenize_text(s, tgs->trigger, strlen(tgs->trigger), false, &tt, &ntt);
-            if (status == ORC_OK && s->n_kv + ntt >= orc_context_n_ctx(s->ctx))
-                status = orc_fail(ORC_ERR_CONTEXT_FULL, "no room for a tool call");
-            if (status == ORC_OK)
-                status = kv_eval(s, tt, ntt);
-            free(tt);
-            if (status)
-                goto done;
-            sb_add(&rc->text, tgs->trigger, strlen(tgs->trigger));
-        }
-        if ((status = orc_sampler_set_grammar(smp, s->model, rc->tool_grammar)))
+        /* the round opens with the call's opening, as if the model had written it */
+        if (!tgs->trigger_in_body && (status = inject_text(rc, tgs->force ? tgs->force : tgs->trigger)))
+            goto done;
+        if ((status = orc_sampler_set_grammar(smp, s->model, rc->tool_call_grammar)))
             goto done;
         tool_gram_on = true;
         tool_scan = rc->text.n;
+    } else if (tgs && tgs->from_start && !s->script_prefix) {
+        /* the output starts inside the grammar (functionary's recipient line) */
+        if ((status = orc_sampler_set_grammar(smp, s->model, rc->tool_grammar)))
+            goto done;
+        tool_gram_on = true;
     }
     size_t emitted = 0;
     int32_t n_gen = 0;
@@ -919,18 +994,22 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
             tool_gram_on = false;
             orc_sampler_set_grammar(smp, s->model, NULL);
             if (tgs->closing[0]) {
-                orc_token *ct = NULL;
-                int32_t nc = 0;
-                if (tokenize_text(s, tgs->closing, strlen(tgs->closing), false, &ct, &nc) == ORC_OK && nc > 0 &&
-                    s->n_kv + nc < n_ctx) {
-                    status = kv_eval(s, ct, nc);
-                    sb_add(&rc->text, tgs->closing, strlen(tgs->closing));
+                status = inject_text(rc, tgs->closing);
+                if (status == ORC_ERR_CONTEXT_FULL) {
+                    status = ORC_OK;
+                    rc->reason = ORC_STOP_CONTEXT_FULL;
+                    break;
                 }
-                free(ct);
                 if (status)
                     break;
             }
             tool_scan = rc->text.n;
+            if (tgs->end_round) {
+                if (!tool_snapshots(rc, rc->text.p, rc->text.n))
+                    atomic_store(&s->cancel, true);
+                rc->reason = ORC_STOP_EOS;
+                break;
+            }
         }
         /* the next tokens: forced by the grammar, or sampled */
         int32_t nt = 0;
@@ -999,7 +1078,7 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
             rc->reason = ORC_STOP_STRING;
         }
         /* what can be streamed: nothing that may still become a stop string or a call */
-        if (rc->req && (rc->req->on_delta || rc->req->on_snapshot)) {
+        if (rc->req && (rc->req->on_delta || rc->req->on_snapshot || rc->req->on_tool_call)) {
             size_t safe = rc->text.n;
             if (!stop_now)
                 for (int32_t k = 0; k < n_stops; k++) {
@@ -1035,6 +1114,8 @@ static orc_status gen_round(round_ctx *rc, const orc_token *prompt, int32_t n_pr
             }
             if (holding && emitted > safe)
                 safe = emitted;
+            if (holding && !tool_snapshots(rc, rc->text.p, rc->text.n))
+                atomic_store(&s->cancel, true);
             if (safe > emitted && rc->req->on_delta) {
                 if (!rc->req->on_delta(rc->text.p + emitted, safe - emitted, rc->req->user)) {
                     atomic_store(&s->cancel, true);
@@ -1358,24 +1439,6 @@ done:
     return status;
 }
 
-/* The JSON Schema a tool call must follow: the name picks the arguments' schema. */
-static char *tool_call_schema(const orc_session *s, const tool_grammar_spec *g)
-{
-    json_t *any = json_array();
-    for (int32_t i = 0; i < s->n_tools; i++) {
-        json_t *o = json_pack("{s:s, s:{s:{s:s}, s:O}, s:[s, s], s:b}", "type", "object", "properties", "name",
-                              "const", s->tools[i].name, g->args_key, s->tools[i].parameters, "required", "name",
-                              g->args_key, "additionalProperties", 0);
-        json_array_append_new(any, o);
-    }
-    json_t *call = json_array_size(any) == 1 ? json_incref(json_array_get(any, 0)) : json_pack("{s:O}", "anyOf", any);
-    json_decref(any);
-    json_t *schema = g->array ? json_pack("{s:s, s:o, s:i, s:i}", "type", "array", "items", call, "minItems", 1, "maxItems", 4) : call;
-    char *txt = schema ? json_dumps(schema, JSON_COMPACT) : NULL;
-    json_decref(schema);
-    return txt;
-}
-
 /* ---- requests ---- */
 
 static void stats_init(orc_response_stats *st)
@@ -1399,7 +1462,7 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
     atomic_store(&s->cancel, false);
     double t_start = now_ms();
     owned_options ropt = {0};
-    orc_grammar *grammar = NULL, *tool_grammar = NULL;
+    orc_grammar *grammar = NULL, *tool_grammar = NULL, *tool_call_grammar = NULL;
     json_t *work = NULL, *calls = NULL;
     orc_token *toks = NULL;
     char *content = NULL, *schema_text = NULL, *result = NULL;
@@ -1426,20 +1489,34 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
         if ((status = orc_grammar_new(schema_text, strlen(schema_text), &gp, &grammar)))
             goto done;
     }
-    const tool_grammar_spec *tgs = tools_on && s->constrain_tools ? tool_grammar_for(s->syntax) : NULL;
+    const tool_grammar_spec *tgs =
+        tools_on && s->constrain_tools ? tool_grammar_for(s->syntax, s->syntax_variant) : NULL;
     if (tgs) {
-        char *ts = tool_call_schema(s, tgs);
+        char gerr[512];
+        char *gbnf = tool_grammar_gbnf(s->syntax, s->syntax_variant, s->tools_json, gerr, sizeof gerr);
         orc_grammar_params gp = orc_grammar_default_params();
-        gp.kind = ORC_GRAMMAR_JSON_SCHEMA;
-        if (!ts || orc_grammar_new(ts, strlen(ts), &gp, &tool_grammar) != ORC_OK) {
-            orc_log(ORC_LOG_WARN, "session: tool calls are not constrained: %s", ts ? orc_last_error() : "out of memory");
-            tool_grammar = NULL;
+        gp.kind = ORC_GRAMMAR_GBNF;
+        if (gbnf) {
+            gp.root = "root";
+            if (orc_grammar_new(gbnf, strlen(gbnf), &gp, &tool_grammar) != ORC_OK) {
+                snprintf(gerr, sizeof gerr, "%s", orc_last_error());
+            } else {
+                gp.root = "call";
+                if (orc_grammar_new(gbnf, strlen(gbnf), &gp, &tool_call_grammar) != ORC_OK) {
+                    snprintf(gerr, sizeof gerr, "%s", orc_last_error());
+                    orc_grammar_free(tool_grammar);
+                    tool_grammar = NULL;
+                }
+            }
         }
-        free(ts);
+        if (!tool_grammar)
+            orc_log(ORC_LOG_WARN, "session: %s tool calls are not constrained: %s", tool_syntax_name(s->syntax), gerr);
+        free(gbnf);
     }
     if (req->require_tool_call && !tool_grammar) {
-        status = orc_fail(ORC_ERR_UNSUPPORTED, "require_tool_call needs tools, constrain_tool_calls and a syntax with a "
-                                               "tool grammar (hermes, llama3, mistral, granite; this session: %s)",
+        status = orc_fail(ORC_ERR_UNSUPPORTED,
+                          "require_tool_call needs tools, constrain_tool_calls and tool schemas the %s grammar can "
+                          "express",
                           tool_syntax_name(s->syntax));
         goto done;
     }
@@ -1456,6 +1533,7 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
     rc.req = req;
     rc.grammar = grammar;
     rc.tool_grammar = tool_grammar;
+    rc.tool_call_grammar = tool_call_grammar;
     rc.tools_on = tools_on;
     rc.st = st;
     rc.t_start = t_start;
@@ -1466,6 +1544,8 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
         if ((status = fit_prompt(s, work, &ropt.o, tools_on, st, &toks, &n)))
             goto done;
         rc.force_tool = round == 0 && req->require_tool_call && tool_grammar;
+        json_decref(rc.tool_snaps);
+        rc.tool_snaps = NULL;
         status = gen_round(&rc, toks, n);
         if (status == ORC_ERR_CANCELLED) {
             status = ORC_OK; /* the partial response is kept */
@@ -1480,7 +1560,8 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
             calls = NULL;
             free(content);
             content = NULL;
-            if (tool_calls_parse(s->syntax, text, rc.text.n, &calls, &content, err, sizeof err)) {
+            if (tool_calls_parse_ex(s->syntax, text, rc.text.n, s->tools_json, false, &calls, &content, err,
+                                    sizeof err)) {
                 orc_log(ORC_LOG_WARN, "session: unparsable tool call kept as text: %s", err);
             } else if (json_array_size(calls) > 0) {
                 if (round >= s->max_tool_rounds) {
@@ -1489,6 +1570,23 @@ orc_status orc_session_respond_ex(orc_session *s, const orc_request *req, char *
                     break;
                 }
                 st->n_tool_rounds++;
+                if (req->on_tool_call) {
+                    /* the complete arguments, once per call, before the tools run */
+                    size_t k;
+                    json_t *c;
+                    json_array_foreach(calls, k, c) {
+                        char *args = json_dumps(json_object_get(c, "arguments"), JSON_COMPACT);
+                        if (args && !req->on_tool_call(st->n_tool_calls + (int32_t)k, jstr(c, "name"), args, true,
+                                                       req->user))
+                            atomic_store(&s->cancel, true);
+                        free(args);
+                    }
+                    if (atomic_load(&s->cancel)) {
+                        rc.reason = ORC_STOP_CANCELLED;
+                        result = dupstr(content);
+                        break;
+                    }
+                }
                 if ((status = execute_calls(s, work, content, calls, st)))
                     goto done;
                 continue;
@@ -1552,6 +1650,8 @@ done:
     json_decref(work);
     orc_grammar_free(grammar);
     orc_grammar_free(tool_grammar);
+    orc_grammar_free(tool_call_grammar);
+    json_decref(rc.tool_snaps);
     owned_options_free(&ropt);
     release(s);
     return status;

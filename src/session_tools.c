@@ -18,6 +18,12 @@ typedef struct {
     bool oom;
 } sbuf;
 
+/* How a parse reads the text. */
+typedef struct {
+    const json_t *tools; /* the session's tools (OpenAI form) for typed XML-style values, or NULL */
+    bool partial;        /* the text may stop inside a call (streaming snapshots) */
+} pctx;
+
 static void sb_add(sbuf *b, const char *s, size_t n)
 {
     if (b->oom || n == 0)
@@ -67,6 +73,19 @@ static json_t *json_at(const char *p, const char *end, const char **next)
     return v;
 }
 
+/* Arguments at the start of [p, end): a whole JSON value, or when the parse is partial,
+ * what an unfinished one holds so far (then *next is end). */
+static json_t *args_at(const pctx *x, const char *p, const char *end, const char **next)
+{
+    json_t *v = json_at(p, end, next);
+    if (v || !x->partial)
+        return v;
+    v = partial_json_parse(p, (size_t)(end - p), NULL);
+    if (v && next)
+        *next = end;
+    return v;
+}
+
 /* A parameter value written as plain text (XML-style syntaxes): JSON when it parses as
  * a whole, else the string itself. */
 static json_t *loose_value(const char *p, size_t n)
@@ -92,11 +111,67 @@ static int fail(char *err, size_t errlen, const char *msg)
     return -1;
 }
 
+/* The JSON Schema of parameter key of the tool called name (NULL: unknown). */
+static const json_t *param_schema(const pctx *x, const char *name, size_t name_len, const char *key)
+{
+    while (name_len && isspace((unsigned char)*name)) {
+        name++;
+        name_len--;
+    }
+    while (name_len && isspace((unsigned char)name[name_len - 1]))
+        name_len--;
+    size_t i;
+    json_t *t;
+    json_array_foreach(x->tools, i, t) {
+        json_t *fn = json_object_get(t, "function");
+        if (!fn)
+            fn = t;
+        const char *n = json_string_value(json_object_get(fn, "name"));
+        if (n && strlen(n) == name_len && !memcmp(n, name, name_len))
+            return json_object_get(json_object_get(json_object_get(fn, "parameters"), "properties"), key);
+    }
+    return NULL;
+}
+
+/* Length of the longest proper prefix of tag that text[0..n) ends with. */
+static size_t tag_start_at_end(const char *text, size_t n, const char *tag)
+{
+    for (size_t k = strlen(tag) - 1; k > 0; k--)
+        if (k <= n && !memcmp(text + n - k, tag, k))
+            return k;
+    return 0;
+}
+
+/* A value of an XML-style call. With the tools known, string parameters are the raw text
+ * and the others JSON (as the tool grammar writes them); unknown parameters are JSON when
+ * they parse as a non-string, else text. In a partial parse an unfinished value loses
+ * what may be the start of its closing tag. */
+static json_t *xml_value(const pctx *x, const char *name, size_t name_len, const char *key, const char *v, size_t n)
+{
+    const json_t *schema = param_schema(x, name, name_len, key);
+    if (!schema)
+        return loose_value(v, n);
+    if (tool_xml_raw_string(schema))
+        return json_stringn(v, n);
+    while (n && isspace((unsigned char)*v)) {
+        v++;
+        n--;
+    }
+    while (n && isspace((unsigned char)v[n - 1]))
+        n--;
+    json_t *j = json_loadb(v, n, JSON_DECODE_ANY, NULL);
+    if (!j && x->partial)
+        j = partial_json_parse(v, n, NULL);
+    return j ? j : json_stringn(v, n);
+}
+
 /* Appends {"name", "arguments"} to calls; args may be a JSON string holding an object. */
-static int add_call(json_t *calls, const char *name, size_t name_len, json_t *args, char *err, size_t errlen)
+static int add_call(const pctx *x, json_t *calls, const char *name, size_t name_len, json_t *args, char *err, size_t errlen)
 {
     if (json_is_string(args)) {
         json_t *inner = json_loads(json_string_value(args), 0, NULL);
+        if (!inner && x->partial)
+            inner = partial_json_parse(json_string_value(args), json_string_length(args), NULL);
         json_decref(args);
         args = inner;
     }
@@ -129,7 +204,7 @@ static int add_call(json_t *calls, const char *name, size_t name_len, json_t *ar
 }
 
 /* {"name": .., "arguments"|"parameters": ..} */
-static int add_call_object(json_t *calls, json_t *obj, char *err, size_t errlen)
+static int add_call_object(const pctx *x, json_t *calls, json_t *obj, char *err, size_t errlen)
 {
     if (!json_is_object(obj))
         return fail(err, errlen, "tool call is not a JSON object");
@@ -137,23 +212,25 @@ static int add_call_object(json_t *calls, json_t *obj, char *err, size_t errlen)
     if (json_is_object(fn))
         obj = fn;
     json_t *name = json_object_get(obj, "name");
+    if (!json_is_string(name) && x->partial)
+        return 0; /* not written yet */
     if (!json_is_string(name))
         return fail(err, errlen, "tool call has no string \"name\"");
     json_t *args = json_object_get(obj, "arguments");
     if (!args)
         args = json_object_get(obj, "parameters");
     json_incref(args);
-    return add_call(calls, json_string_value(name), json_string_length(name), args, err, errlen);
+    return add_call(x, calls, json_string_value(name), json_string_length(name), args, err, errlen);
 }
 
 /* ---- per-syntax parsers: fill calls, append the text outside calls to content ---- */
 
-typedef int (*parse_fn)(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen);
+typedef int (*parse_fn)(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen);
 
 /* Generic "<open> body <close>" sections; body parsed by fn. */
-typedef int (*body_fn)(const char *b, const char *be, json_t *calls, char *err, size_t errlen);
+typedef int (*body_fn)(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen);
 
-static int sections(const char *s, const char *end, const char *open, const char *close, body_fn fn,
+static int sections(const pctx *x, const char *s, const char *end, const char *open, const char *close, body_fn fn,
                     json_t *calls, sbuf *content, char *err, size_t errlen)
 {
     const char *p = s;
@@ -167,30 +244,30 @@ static int sections(const char *s, const char *end, const char *open, const char
         const char *b = o + strlen(open);
         const char *c = find(b, end, close);
         const char *be = c ? c : end;
-        if (fn(b, be, calls, err, errlen))
+        if (fn(x, b, be, calls, err, errlen))
             return -1;
         p = c ? c + strlen(close) : end;
     }
 }
 
-static int hermes_body(const char *b, const char *be, json_t *calls, char *err, size_t errlen)
+static int hermes_body(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen)
 {
     const char *next;
-    json_t *v = json_at(skip_ws(b, be), be, &next);
+    json_t *v = args_at(x, skip_ws(b, be), be, &next);
     if (!v)
         return fail(err, errlen, "<tool_call> does not hold a JSON object");
-    int rc = add_call_object(calls, v, err, errlen);
+    int rc = add_call_object(x, calls, v, err, errlen);
     json_decref(v);
     return rc;
 }
 
-static int parse_hermes(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+static int parse_hermes(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
 {
-    return sections(s, end, "<tool_call>", "</tool_call>", hermes_body, calls, content, err, errlen);
+    return sections(x, s, end, "<tool_call>", "</tool_call>", hermes_body, calls, content, err, errlen);
 }
 
 /* <function=name>\n<parameter=k>\nv\n</parameter>\n</function> */
-static int qwen3_coder_body(const char *b, const char *be, json_t *calls, char *err, size_t errlen)
+static int qwen3_coder_body(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen)
 {
     const char *f = find(b, be, "<function=");
     if (!f)
@@ -205,6 +282,8 @@ static int qwen3_coder_body(const char *b, const char *be, json_t *calls, char *
         if (!q)
             break;
         const char *kb = q + 11, *ke = find(kb, be, ">");
+        if (!ke && x->partial)
+            break;
         if (!ke) {
             json_decref(args);
             return fail(err, errlen, "unterminated <parameter=NAME>");
@@ -222,6 +301,8 @@ static int qwen3_coder_body(const char *b, const char *be, json_t *calls, char *
         memcpy(key, kb, kl);
         key[kl] = 0;
         size_t vl = (size_t)(stop - vb);
+        if (stop == be && x->partial)
+            vl -= tag_start_at_end(vb, vl, "\n</parameter>");
         /* the template writes the value between newlines */
         if (vl && *vb == '\n') {
             vb++;
@@ -229,23 +310,23 @@ static int qwen3_coder_body(const char *b, const char *be, json_t *calls, char *
         }
         if (vl && vb[vl - 1] == '\n')
             vl--;
-        if (json_object_set_new(args, key, loose_value(vb, vl))) {
+        if (json_object_set_new(args, key, xml_value(x, nb, (size_t)(ne - nb), key, vb, vl))) {
             json_decref(args);
             return fail(err, errlen, "tool call parameter is not valid UTF-8");
         }
         p = ve && ve == stop ? ve + 12 : stop;
     }
-    return add_call(calls, nb, (size_t)(ne - nb), args, err, errlen);
+    return add_call(x, calls, nb, (size_t)(ne - nb), args, err, errlen);
 }
 
-static int parse_qwen3_coder(const char *s, const char *end, json_t *calls, sbuf *content, char *err,
+static int parse_qwen3_coder(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err,
                              size_t errlen)
 {
-    return sections(s, end, "<tool_call>", "</tool_call>", qwen3_coder_body, calls, content, err, errlen);
+    return sections(x, s, end, "<tool_call>", "</tool_call>", qwen3_coder_body, calls, content, err, errlen);
 }
 
 /* GLM: <tool_call>name\n<arg_key>k</arg_key>\n<arg_value>v</arg_value>...</tool_call> */
-static int glm_body(const char *b, const char *be, json_t *calls, char *err, size_t errlen)
+static int glm_body(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen)
 {
     const char *k0 = find(b, be, "<arg_key>");
     const char *ne = k0 ? k0 : be;
@@ -255,7 +336,7 @@ static int glm_body(const char *b, const char *be, json_t *calls, char *err, siz
     json_t *args = json_object();
     if (nl && !k0) {
         const char *next;
-        json_t *v = json_at(skip_ws(nl, be), be, &next);
+        json_t *v = args_at(x, skip_ws(nl, be), be, &next);
         if (v && json_is_object(v)) {
             json_decref(args);
             args = v;
@@ -266,48 +347,53 @@ static int glm_body(const char *b, const char *be, json_t *calls, char *err, siz
     const char *p = k0;
     while (p) {
         const char *kb = p + 9, *ke = find(kb, be, "</arg_key>");
+        const char *vo = ke ? find(ke, be, "<arg_value>") : NULL;
+        if (!vo && x->partial)
+            break;
         if (!ke) {
             json_decref(args);
             return fail(err, errlen, "unterminated <arg_key>");
         }
-        const char *vo = find(ke, be, "<arg_value>");
         if (!vo) {
             json_decref(args);
             return fail(err, errlen, "<arg_key> without <arg_value>");
         }
         const char *vb = vo + 11, *ve = find(vb, be, "</arg_value>");
+        size_t vl = (size_t)((ve ? ve : be) - vb);
+        if (!ve && x->partial)
+            vl -= tag_start_at_end(vb, vl, "</arg_value>");
         if (!ve)
             ve = be;
         char key[256];
         size_t kl = (size_t)(ke - kb) < sizeof key - 1 ? (size_t)(ke - kb) : sizeof key - 1;
         memcpy(key, kb, kl);
         key[kl] = 0;
-        if (json_object_set_new(args, key, loose_value(vb, (size_t)(ve - vb)))) {
+        if (json_object_set_new(args, key, xml_value(x, b, (size_t)(name_end - b), key, vb, vl))) {
             json_decref(args);
             return fail(err, errlen, "tool call argument is not valid UTF-8");
         }
         p = ve < be ? find(ve, be, "<arg_key>") : NULL;
     }
-    return add_call(calls, b, (size_t)(name_end - b), args, err, errlen);
+    return add_call(x, calls, b, (size_t)(name_end - b), args, err, errlen);
 }
 
-static int parse_glm(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+static int parse_glm(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
 {
-    return sections(s, end, "<tool_call>", "</tool_call>", glm_body, calls, content, err, errlen);
+    return sections(x, s, end, "<tool_call>", "</tool_call>", glm_body, calls, content, err, errlen);
 }
 
 /* One JSON object or an array of them. */
-static int json_calls(const char *p, const char *end, json_t *calls, const char **next, char *err, size_t errlen)
+static int json_calls(const pctx *x, const char *p, const char *end, json_t *calls, const char **next, char *err, size_t errlen)
 {
-    json_t *v = json_at(skip_ws(p, end), end, next);
+    json_t *v = args_at(x, skip_ws(p, end), end, next);
     if (!v)
         return fail(err, errlen, "tool calls are not valid JSON");
     int rc = 0;
     if (json_is_array(v)) {
         for (size_t i = 0; i < json_array_size(v) && !rc; i++)
-            rc = add_call_object(calls, json_array_get(v, i), err, errlen);
+            rc = add_call_object(x, calls, json_array_get(v, i), err, errlen);
     } else {
-        rc = add_call_object(calls, v, err, errlen);
+        rc = add_call_object(x, calls, v, err, errlen);
     }
     json_decref(v);
     return rc;
@@ -315,7 +401,7 @@ static int json_calls(const char *p, const char *end, json_t *calls, const char 
 
 /* Llama 3.x: the whole response is {"name": .., "parameters": ..} (several separated by
  * ';' or whitespace), optionally after <|python_tag|>. */
-static int parse_llama3(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+static int parse_llama3(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
 {
     const char *p = skip_ws(s, end);
     const char *tag = "<|python_tag|>";
@@ -328,7 +414,7 @@ static int parse_llama3(const char *s, const char *end, json_t *calls, sbuf *con
     }
     while (p < end && *p == '{') {
         const char *next;
-        json_t *v = json_at(p, end, &next);
+        json_t *v = args_at(x, p, end, &next);
         if (!v)
             return fail(err, errlen, "tool call is not valid JSON");
         bool is_call = json_is_object(v) && json_is_string(json_object_get(v, "name")) &&
@@ -338,7 +424,7 @@ static int parse_llama3(const char *s, const char *end, json_t *calls, sbuf *con
             sb_add(content, s, (size_t)(end - s)); /* a JSON answer, not a call */
             return 0;
         }
-        int rc = add_call_object(calls, v, err, errlen);
+        int rc = add_call_object(x, calls, v, err, errlen);
         json_decref(v);
         if (rc)
             return rc;
@@ -352,7 +438,7 @@ static int parse_llama3(const char *s, const char *end, json_t *calls, sbuf *con
 
 /* Mistral: [TOOL_CALLS][{...}, ...]  or  [TOOL_CALLS]name[ARGS]{...} (repeated), with an
  * optional [CALL_ID]id before [ARGS]. */
-static int parse_mistral(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+static int parse_mistral(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
 {
     const char *open = "[TOOL_CALLS]";
     const char *o = find(s, end, open);
@@ -369,7 +455,7 @@ static int parse_mistral(const char *s, const char *end, json_t *calls, sbuf *co
         else
             break;
         if (p < end && (*p == '[' || *p == '{')) {
-            if (json_calls(p, end, calls, &p, err, errlen))
+            if (json_calls(x, p, end, calls, &p, err, errlen))
                 return -1;
             continue;
         }
@@ -380,10 +466,10 @@ static int parse_mistral(const char *s, const char *end, json_t *calls, sbuf *co
         if (!name_end)
             name_end = a;
         const char *next;
-        json_t *args = json_at(skip_ws(a + 6, end), end, &next);
+        json_t *args = args_at(x, skip_ws(a + 6, end), end, &next);
         if (!args)
             return fail(err, errlen, "[ARGS] is not followed by JSON");
-        if (add_call(calls, p, (size_t)(name_end - p), args, err, errlen))
+        if (add_call(x, calls, p, (size_t)(name_end - p), args, err, errlen))
             return -1;
         p = next;
     }
@@ -393,16 +479,16 @@ static int parse_mistral(const char *s, const char *end, json_t *calls, sbuf *co
 
 /* Functionary v3.2: ">>>name\n{args}" segments (the prompt ends with ">>>", so the first
  * recipient has no marker; "all" is text for the user). v3.1: <function=name>{..}</function>. */
-static int functionary_v31_body(const char *b, const char *be, json_t *calls, char *err, size_t errlen)
+static int functionary_v31_body(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen)
 {
     const char *gt = find(b, be, ">");
     if (!gt)
         return fail(err, errlen, "unterminated <function=NAME>");
     const char *next;
-    json_t *args = json_at(skip_ws(gt + 1, be), be, &next);
+    json_t *args = args_at(x, skip_ws(gt + 1, be), be, &next);
     if (!args)
         return fail(err, errlen, "<function=NAME> is not followed by JSON");
-    return add_call(calls, b, (size_t)(gt - b), args, err, errlen);
+    return add_call(x, calls, b, (size_t)(gt - b), args, err, errlen);
 }
 
 static bool ident_line(const char *p, const char *end, const char **nl)
@@ -416,11 +502,11 @@ static bool ident_line(const char *p, const char *end, const char **nl)
     return true;
 }
 
-static int parse_functionary(const char *s, const char *end, json_t *calls, sbuf *content, char *err,
+static int parse_functionary(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err,
                              size_t errlen)
 {
     if (find(s, end, "<function="))
-        return sections(s, end, "<function=", "</function>", functionary_v31_body, calls, content, err, errlen);
+        return sections(x, s, end, "<function=", "</function>", functionary_v31_body, calls, content, err, errlen);
     const char *p = s;
     bool first = true;
     while (p < end) {
@@ -441,10 +527,10 @@ static int parse_functionary(const char *s, const char *end, json_t *calls, sbuf
             sb_add(content, nl + 1, (size_t)(seg_end - nl - 1));
         } else {
             const char *next;
-            json_t *args = json_at(skip_ws(nl + 1, seg_end), seg_end, &next);
+            json_t *args = args_at(x, skip_ws(nl + 1, seg_end), seg_end, &next);
             if (!args)
                 return fail(err, errlen, "functionary call is not followed by JSON");
-            if (add_call(calls, p, (size_t)(nl - p), args, err, errlen))
+            if (add_call(x, calls, p, (size_t)(nl - p), args, err, errlen))
                 return -1;
         }
         p = seg_end;
@@ -453,14 +539,14 @@ static int parse_functionary(const char *s, const char *end, json_t *calls, sbuf
 }
 
 /* Granite 3.x: <|tool_call|>[{"name":..,"arguments":..}] */
-static int parse_granite(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+static int parse_granite(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
 {
     const char *o = find(s, end, "<|tool_call|>");
     if (!o)
-        return parse_hermes(s, end, calls, content, err, errlen); /* Granite 4 uses <tool_call> */
+        return parse_hermes(x, s, end, calls, content, err, errlen); /* Granite 4 uses <tool_call> */
     sb_add(content, s, (size_t)(o - s));
     const char *next;
-    if (json_calls(o + 13, end, calls, &next, err, errlen))
+    if (json_calls(x, o + 13, end, calls, &next, err, errlen))
         return -1;
     sb_add(content, next, (size_t)(end - next));
     return 0;
@@ -475,48 +561,48 @@ static int parse_granite(const char *s, const char *end, json_t *calls, sbuf *co
 #define DS_CALL_END "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>"
 #define DS_SEP "<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>"
 
-static int deepseek_call(const char *b, const char *be, json_t *calls, char *err, size_t errlen)
+static int deepseek_call(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen)
 {
     const char *sep = find(b, be, DS_SEP);
     if (!sep)
         return fail(err, errlen, "DeepSeek tool call without <\xef\xbd\x9ctool\xe2\x96\x81sep\xef\xbd\x9c>");
     const char *r = sep + strlen(DS_SEP);
-    const char *name = b, *name_end = sep, *args_at = r;
+    const char *name = b, *name_end = sep, *astart = r;
     if ((size_t)(sep - b) == 8 && memcmp(b, "function", 8) == 0) {
         const char *nl = find(r, be, "\n");
         name = r;
         name_end = nl ? nl : be;
         const char *fence = find(name_end, be, "```");
-        args_at = name_end;
+        astart = name_end;
         if (fence) {
             const char *fnl = find(fence, be, "\n");
-            args_at = fnl ? fnl + 1 : fence + 3;
+            astart = fnl ? fnl + 1 : fence + 3;
         }
     }
     const char *next;
-    json_t *args = json_at(skip_ws(args_at, be), be, &next);
+    json_t *args = args_at(x, skip_ws(astart, be), be, &next);
     if (!args)
         return fail(err, errlen, "DeepSeek tool call arguments are not JSON");
-    return add_call(calls, name, (size_t)(name_end - name), args, err, errlen);
+    return add_call(x, calls, name, (size_t)(name_end - name), args, err, errlen);
 }
 
-static int deepseek_section(const char *b, const char *be, json_t *calls, char *err, size_t errlen)
+static int deepseek_section(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen)
 {
     sbuf ignore = {0};
-    int rc = sections(b, be, DS_CALL_BEGIN, DS_CALL_END, deepseek_call, calls, &ignore, err, errlen);
+    int rc = sections(x, b, be, DS_CALL_BEGIN, DS_CALL_END, deepseek_call, calls, &ignore, err, errlen);
     free(ignore.p);
     return rc;
 }
 
-static int parse_deepseek(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+static int parse_deepseek(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
 {
     if (!find(s, end, DS_CALLS_BEGIN)) /* a lone call without the section markers */
-        return sections(s, end, DS_CALL_BEGIN, DS_CALL_END, deepseek_call, calls, content, err, errlen);
-    return sections(s, end, DS_CALLS_BEGIN, DS_CALLS_END, deepseek_section, calls, content, err, errlen);
+        return sections(x, s, end, DS_CALL_BEGIN, DS_CALL_END, deepseek_call, calls, content, err, errlen);
+    return sections(x, s, end, DS_CALLS_BEGIN, DS_CALLS_END, deepseek_section, calls, content, err, errlen);
 }
 
 /* Kimi K2: <|tool_call_begin|>functions.name:0<|tool_call_argument_begin|>{..}<|tool_call_end|> */
-static int kimi_call(const char *b, const char *be, json_t *calls, char *err, size_t errlen)
+static int kimi_call(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen)
 {
     const char *a = find(b, be, "<|tool_call_argument_begin|>");
     if (!a)
@@ -530,32 +616,32 @@ static int kimi_call(const char *b, const char *be, json_t *calls, char *err, si
             break;
         }
     const char *next;
-    json_t *args = json_at(skip_ws(a + 28, be), be, &next);
+    json_t *args = args_at(x, skip_ws(a + 28, be), be, &next);
     if (!args)
         return fail(err, errlen, "Kimi tool call arguments are not JSON");
-    return add_call(calls, nb, (size_t)(ne - nb), args, err, errlen);
+    return add_call(x, calls, nb, (size_t)(ne - nb), args, err, errlen);
 }
 
-static int kimi_section(const char *b, const char *be, json_t *calls, char *err, size_t errlen)
+static int kimi_section(const pctx *x, const char *b, const char *be, json_t *calls, char *err, size_t errlen)
 {
     sbuf ignore = {0};
-    int rc = sections(b, be, "<|tool_call_begin|>", "<|tool_call_end|>", kimi_call, calls, &ignore, err, errlen);
+    int rc = sections(x, b, be, "<|tool_call_begin|>", "<|tool_call_end|>", kimi_call, calls, &ignore, err, errlen);
     free(ignore.p);
     return rc;
 }
 
-static int parse_kimi(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+static int parse_kimi(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
 {
     if (!find(s, end, "<|tool_calls_section_begin|>"))
-        return sections(s, end, "<|tool_call_begin|>", "<|tool_call_end|>", kimi_call, calls, content, err, errlen);
-    return sections(s, end, "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", kimi_section, calls,
+        return sections(x, s, end, "<|tool_call_begin|>", "<|tool_call_end|>", kimi_call, calls, content, err, errlen);
+    return sections(x, s, end, "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", kimi_section, calls,
                     content, err, errlen);
 }
 
 /* gpt-oss (harmony): messages "<|start|>assistant<|channel|>C[ to=R][ <|constrain|>json]
  * <|message|>BODY<|end|>|<|call|>|<|return|>"; a recipient "functions.NAME" makes a call,
  * the "final" channel is the answer. The first message's header may be implicit. */
-static int parse_gpt_oss(const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+static int parse_gpt_oss(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
 {
     if (!find(s, end, "<|message|>")) {
         sb_add(content, s, (size_t)(end - s));
@@ -581,12 +667,12 @@ static int parse_gpt_oss(const char *s, const char *end, json_t *calls, sbuf *co
             while (ne < he && (isalnum((unsigned char)*ne) || *ne == '_' || *ne == '-' || *ne == '.'))
                 ne++;
             const char *next;
-            json_t *args = json_at(skip_ws(b, be), be, &next);
+            json_t *args = args_at(x, skip_ws(b, be), be, &next);
             if (!args) {
                 free(other.p);
                 return fail(err, errlen, "gpt-oss tool call arguments are not JSON");
             }
-            if (add_call(calls, nb, (size_t)(ne - nb), args, err, errlen)) {
+            if (add_call(x, calls, nb, (size_t)(ne - nb), args, err, errlen)) {
                 free(other.p);
                 return -1;
             }
@@ -636,6 +722,13 @@ static char *trimmed_copy(const char *p, size_t n)
 int tool_calls_parse(orc_tool_syntax syntax, const char *text, size_t len, json_t **calls, char **content,
                      char *err, size_t errlen)
 {
+    return tool_calls_parse_ex(syntax, text, len, NULL, false, calls, content, err, errlen);
+}
+
+int tool_calls_parse_ex(orc_tool_syntax syntax, const char *text, size_t len, const json_t *tools, bool partial,
+                        json_t **calls, char **content, char *err, size_t errlen)
+{
+    const pctx x = {.tools = tools, .partial = partial};
     *calls = NULL;
     if (content)
         *content = NULL;
@@ -647,7 +740,7 @@ int tool_calls_parse(orc_tool_syntax syntax, const char *text, size_t len, json_
     sbuf c = {0};
     int rc = 0;
     if ((int)syntax > 0 && (size_t)syntax < sizeof parsers / sizeof parsers[0] && parsers[syntax])
-        rc = parsers[syntax](text, text + len, arr, &c, err, errlen);
+        rc = parsers[syntax](&x, text, text + len, arr, &c, err, errlen);
     else
         sb_add(&c, text, len);
     if (rc == 0 && c.oom)
@@ -751,17 +844,50 @@ long tool_call_start(orc_tool_syntax s, const char *text, size_t len)
     return best;
 }
 
-const tool_grammar_spec *tool_grammar_for(orc_tool_syntax s)
+int tool_syntax_variant(orc_tool_syntax s, const char *src)
 {
-    static const tool_grammar_spec hermes = {"<tool_call>", false, false, "arguments", false, "\n</tool_call>"};
-    static const tool_grammar_spec llama3 = {"{", true, true, "parameters", false, ""};
-    static const tool_grammar_spec mistral = {"[TOOL_CALLS]", false, false, "arguments", true, ""};
-    static const tool_grammar_spec granite = {"<|tool_call|>", false, false, "arguments", true, ""};
+    if (!src)
+        return TOOL_VARIANT_DEFAULT;
+    if (s == ORC_TOOL_SYNTAX_MISTRAL && strstr(src, "[ARGS]"))
+        return TOOL_VARIANT_MISTRAL_NAME_ARGS;
+    if (s == ORC_TOOL_SYNTAX_FUNCTIONARY && !strstr(src, ">>>") && strstr(src, "<function="))
+        return TOOL_VARIANT_FUNCTIONARY_V31;
+    if (s == ORC_TOOL_SYNTAX_DEEPSEEK && strstr(src, "```json"))
+        return TOOL_VARIANT_DEEPSEEK_R1;
+    return TOOL_VARIANT_DEFAULT;
+}
+
+const tool_grammar_spec *tool_grammar_for(orc_tool_syntax s, int variant)
+{
+    /* trigger, at_start, trigger_in_body, from_start, force, closing, end_round */
+    static const tool_grammar_spec hermes = {"<tool_call>", false, false, false, NULL, "\n</tool_call>", false};
+    static const tool_grammar_spec llama3 = {"{", true, true, false, NULL, "", false};
+    static const tool_grammar_spec mistral = {"[TOOL_CALLS]", false, false, false, NULL, "", false};
+    static const tool_grammar_spec functionary = {">>>", false, false, true, "", "", false};
+    static const tool_grammar_spec functionary31 = {"<function=", false, false, false, NULL, "</function>", false};
+    static const tool_grammar_spec granite = {"<|tool_call|>", false, false, false, NULL, "", false};
+    static const tool_grammar_spec deepseek = {DS_CALL_BEGIN, false, false, false, DS_CALLS_BEGIN DS_CALL_BEGIN,
+                                               DS_CALL_END, false};
+    static const tool_grammar_spec deepseek_r1 = {DS_CALL_BEGIN, false, false, false, DS_CALLS_BEGIN DS_CALL_BEGIN,
+                                                  "\n```" DS_CALL_END, false};
+    static const tool_grammar_spec kimi = {"<|tool_call_begin|>", false, false, false,
+                                           "<|tool_calls_section_begin|><|tool_call_begin|>", "<|tool_call_end|>", false};
+    static const tool_grammar_spec glm = {"<tool_call>", false, false, false, NULL, "", false};
+    static const tool_grammar_spec gpt_oss = {"to=functions.", false, false, false, "<|channel|>commentary to=functions.",
+                                              "<|call|>", true};
+    static const tool_grammar_spec qwen3_coder = {"<tool_call>", false, false, false, "<tool_call>\n",
+                                                  "\n</tool_call>", false};
     switch (s) {
     case ORC_TOOL_SYNTAX_HERMES: return &hermes;
     case ORC_TOOL_SYNTAX_LLAMA3: return &llama3;
     case ORC_TOOL_SYNTAX_MISTRAL: return &mistral;
+    case ORC_TOOL_SYNTAX_FUNCTIONARY: return variant == TOOL_VARIANT_FUNCTIONARY_V31 ? &functionary31 : &functionary;
     case ORC_TOOL_SYNTAX_GRANITE: return &granite;
+    case ORC_TOOL_SYNTAX_DEEPSEEK: return variant == TOOL_VARIANT_DEEPSEEK_R1 ? &deepseek_r1 : &deepseek;
+    case ORC_TOOL_SYNTAX_KIMI: return &kimi;
+    case ORC_TOOL_SYNTAX_GLM: return &glm;
+    case ORC_TOOL_SYNTAX_GPT_OSS: return &gpt_oss;
+    case ORC_TOOL_SYNTAX_QWEN3_CODER: return &qwen3_coder;
     default: return NULL;
     }
 }

@@ -603,6 +603,85 @@ static orc_status broken_fn(const char *args, char **result, void *user)
 static const char *WEATHER_SCHEMA = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
                                     "\"days\":{\"type\":\"integer\"}},\"required\":[\"city\"]}";
 
+/* Tool-call snapshots as a request reports them. */
+typedef struct {
+    int n, n_complete;
+    int32_t index[512];
+    char name[512][32];
+    char *args[512];
+    bool complete[512];
+} call_snaps;
+
+static bool on_call_snap(int32_t index, const char *name, const char *args, bool complete, void *user)
+{
+    call_snaps *c = user;
+    if (c->n < 512) {
+        c->index[c->n] = index;
+        snprintf(c->name[c->n], sizeof c->name[0], "%s", name);
+        c->args[c->n] = strdup(args);
+        c->complete[c->n] = complete;
+        c->n++;
+        c->n_complete += complete;
+    }
+    return true;
+}
+
+static void call_snaps_free(call_snaps *c)
+{
+    for (int i = 0; i < c->n; i++)
+        free(c->args[i]);
+}
+
+/* Snapshots of call 0: valid JSON objects whose keys the final arguments all have, the
+ * last one complete and equal to the arguments the transcript recorded. */
+static void check_call_snaps(const call_snaps *c, const json_t *final_args, const char *what)
+{
+    int last = -1, partial = 0;
+    for (int i = 0; i < c->n; i++) {
+        if (c->index[i] != 0)
+            continue;
+        json_t *v = json_loads(c->args[i], 0, NULL);
+        if (!json_is_object(v))
+            fail_msg("%s: snapshot '%s' is not an object", what, c->args[i]);
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            if (!json_object_get(final_args, k))
+                fail_msg("%s: snapshot '%s' has a key the call does not", what, c->args[i]);
+        }
+        json_decref(v);
+        if (c->complete[i])
+            assert_int_equal(last < 0 || !c->complete[last], 1); /* complete once */
+        else
+            partial++;
+        last = i;
+    }
+    if (last < 0 || !c->complete[last])
+        fail_msg("%s: no complete snapshot of the first call", what);
+    json_t *v = json_loads(c->args[last], 0, NULL);
+    if (!json_equal(v, final_args))
+        fail_msg("%s: last snapshot %s differs from the call's arguments", what, c->args[last]);
+    json_decref(v);
+    if (json_object_size(final_args) > 0 && partial == 0)
+        fail_msg("%s: no partial snapshot before the complete one", what);
+}
+
+/* The round-trip test's callbacks: answer deltas and tool-call snapshots. */
+typedef struct {
+    collect col;
+    call_snaps calls;
+} rt_user;
+
+static bool rt_delta(const char *d, size_t n, void *user)
+{
+    return collect_delta(d, n, &((rt_user *)user)->col);
+}
+
+static bool rt_call(int32_t index, const char *name, const char *args, bool complete, void *user)
+{
+    return on_call_snap(index, name, args, complete, &((rt_user *)user)->calls);
+}
+
 typedef struct {
     const char *template_file; /* NULL: the model's (ChatML fallback) */
     orc_tool_syntax syntax;
@@ -642,6 +721,14 @@ static const syntax_case CASES[] = {
     {"openai-gpt-oss-120b.jinja", ORC_TOOL_SYNTAX_GPT_OSS,
      "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Paris\"}<|call|>"
      "<|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{}<|call|>"},
+    {"meetkai-functionary-medium-v3.1.jinja", ORC_TOOL_SYNTAX_FUNCTIONARY,
+     "<function=get_weather>{\"city\": \"Paris\"}</function><function=get_time>{}</function>"},
+    {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", ORC_TOOL_SYNTAX_DEEPSEEK,
+     DS("calls\xe2\x96\x81" "begin") DS("call\xe2\x96\x81" "begin") "function" DS("sep") "get_weather\n```json\n"
+     "{\"city\": \"Paris\"}\n```" DS("call\xe2\x96\x81" "end") DS("call\xe2\x96\x81" "begin") "function" DS("sep")
+     "get_time\n```json\n{}\n```" DS("call\xe2\x96\x81" "end") DS("calls\xe2\x96\x81" "end")},
+    {"GLM-4.7-Flash.jinja", ORC_TOOL_SYNTAX_GLM,
+     "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value></tool_call><tool_call>get_time</tool_call>"},
     {"Qwen3-Coder.jinja", ORC_TOOL_SYNTAX_QWEN3_CODER,
      "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>\n"
      "<tool_call>\n<function=get_time>\n</function>\n</tool_call>"},
@@ -679,16 +766,17 @@ static void test_tool_roundtrips(void **state)
         session_script(s, script, 2);
         orc_request r = orc_request_default();
         r.prompt = "What's the weather in Paris?";
-        collect col = {0};
-        r.on_delta = collect_delta;
-        r.user = &col;
+        rt_user u = {0};
+        r.on_delta = rt_delta;
+        r.on_tool_call = rt_call;
+        r.user = &u;
         char *out = NULL;
         orc_response_stats st;
         orc_status rc = orc_session_respond_ex(s, &r, &out, &st);
         if (rc != ORC_OK)
             fail_msg("case %zu (%s): %s", ci, c->template_file ? c->template_file : "chatml", orc_last_error());
         assert_string_equal(out, "It is sunny in Paris.");
-        assert_string_equal(col.buf, "It is sunny in Paris."); /* the call itself is not streamed */
+        assert_string_equal(u.col.buf, "It is sunny in Paris."); /* the call itself is not streamed */
         assert_int_equal(st.n_tool_calls, 2);
         assert_int_equal(st.n_tool_rounds, 1);
         assert_int_equal(log.calls, 1);
@@ -707,6 +795,11 @@ static void test_tool_roundtrips(void **state)
         assert_true(json_is_false(json_object_get(o1, "error")));
         assert_true(json_is_true(json_object_get(o2, "error")));
         assert_non_null(strstr(json_string_value(json_object_get(o2, "output")), "the clock is broken"));
+        /* the calls' arguments streamed as snapshots, each completed once */
+        assert_int_equal(u.calls.n_complete, 2);
+        check_call_snaps(&u.calls, json_object_get(json_array_get(json_object_get(tc, "calls"), 0), "arguments"),
+                         c->template_file ? c->template_file : "chatml");
+        call_snaps_free(&u.calls);
         json_decref(t);
         /* the next turn renders the tool turn through the template and reuses the cache */
         session_script(s, script + 1, 1);
@@ -756,14 +849,44 @@ static void test_tool_round_limit(void **state)
     orc_session_free(s);
 }
 
-/* The real model under the tool-call grammar: whatever stories260K writes, the call
- * parses, names a tool and carries arguments that follow the tool's schema. */
+#define DSM(x) "<\xef\xbd\x9ctool\xe2\x96\x81" x "\xef\xbd\x9c>"
+
+/* Every syntax with a grammar: its template, and the text a model writes up to the
+ * trigger (the lazy path). */
+typedef struct {
+    const char *template_file;
+    const char *syntax;
+    const char *lazy_prefix;
+} grammar_case;
+
+static const grammar_case GRAMMAR_CASES[] = {
+    {NULL, "hermes", "Let me check.\n<tool_call>\n"},
+    {"meta-llama-Llama-3.1-8B-Instruct.jinja", "llama3", "{"},
+    {"mistralai-Mistral-Nemo-Instruct-2407.jinja", "mistral", "[TOOL_CALLS]"},
+    {"Mistral-Small-3.2-24B-Instruct-2506.jinja", "mistral", "[TOOL_CALLS]"},
+    {"meetkai-functionary-medium-v3.2.jinja", "functionary", "all\nLet me check.>>>"},
+    {"meetkai-functionary-medium-v3.1.jinja", "functionary", "Let me check.<function="},
+    {"ibm-granite-granite-3.3-2B-Instruct.jinja", "granite", "<|tool_call|>"},
+    {"deepseek-ai-DeepSeek-V3.1.jinja", "deepseek", DSM("calls\xe2\x96\x81" "begin") DSM("call\xe2\x96\x81" "begin")},
+    {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "deepseek",
+     DSM("calls\xe2\x96\x81" "begin") DSM("call\xe2\x96\x81" "begin")},
+    {"moonshotai-Kimi-K2.jinja", "kimi", "<|tool_calls_section_begin|><|tool_call_begin|>"},
+    {"GLM-4.6.jinja", "glm", "<tool_call>"},
+    {"openai-gpt-oss-120b.jinja", "gpt-oss",
+     "<|channel|>analysis<|message|>I need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions."},
+    {"Qwen3-Coder.jinja", "qwen3-coder", "Let me check.\n<tool_call>\n"},
+};
+
+/* The real model under the tool-call grammar of every syntax: whatever stories260K
+ * writes, the call parses, names a tool and carries arguments that follow the tool's
+ * schema; the argument snapshots grow into the executed arguments. */
 static void test_tool_grammar(void **state)
 {
     (void)state;
-    const char *templates[] = {NULL, "meta-llama-Llama-3.1-8B-Instruct.jinja", "mistralai-Mistral-Nemo-Instruct-2407.jinja"};
-    for (int kk = 0; kk < 6; kk++) {
-        int k = kk / 2, pass = kk % 2;
+    size_t n_cases = sizeof GRAMMAR_CASES / sizeof GRAMMAR_CASES[0];
+    for (size_t kk = 0; kk < 2 * n_cases; kk++) {
+        const grammar_case *gc = &GRAMMAR_CASES[kk / 2];
+        int pass = (int)(kk % 2);
         tool_log log = {0};
         const char *schema = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8},"
                              "\"days\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":7}},"
@@ -775,31 +898,40 @@ static void test_tool_grammar(void **state)
         };
         orc_session_params p = base_params(2048);
         p.tools = tools;
-        p.n_tools = 2;
+        p.n_tools = pass == 0 ? 1 : 2; /* a required call of the one tool writes its arguments */
         p.max_tool_rounds = 1;
-        p.defaults.max_tokens = 200;
+        p.defaults.max_tokens = 300;
         char *tpl = NULL;
-        if (templates[k]) {
+        if (gc->template_file) {
             char path[256];
-            snprintf(path, sizeof path, "templates/%s", templates[k]);
+            snprintf(path, sizeof path, "templates/%s", gc->template_file);
             tpl = tu_read_file(tu_shared(path), NULL);
+            assert_non_null(tpl);
             p.chat_template = tpl;
         }
         orc_session *s = new_session(&p);
+        assert_string_equal(orc_session_tool_syntax_name(s), gc->syntax);
+        char what[160];
+        snprintf(what, sizeof what, "%s (%s)", gc->template_file ? gc->template_file : "chatml",
+                 pass ? "lazy" : "required");
         orc_request r = orc_request_default();
         r.prompt = "What is the weather in Paris?";
-        /* even k: the call is required from the first token; odd k: the model (scripted)
-         * writes the trigger and the lazy grammar takes over from there */
-        static const char *prefixes[] = {"Let me check.\n<tool_call>\n", "{", "[TOOL_CALLS]"};
+        /* pass 0: a call of get_weather is required from the first token; pass 1: the model
+         * (scripted) writes up to the trigger and the lazy grammar, choosing between both
+         * tools, takes over from there */
         r.require_tool_call = (pass == 0);
         if (pass == 1)
-            session_script_prefix(s, prefixes[k]);
+            session_script_prefix(s, gc->lazy_prefix);
+        call_snaps cs = {0};
+        r.on_tool_call = on_call_snap;
+        r.user = &cs;
         char *out = NULL;
         orc_response_stats st;
         orc_status rc = orc_session_respond_ex(s, &r, &out, &st);
         if (rc != ORC_OK)
-            fail_msg("%s: %s", templates[k] ? templates[k] : "chatml", orc_last_error());
-        assert_true(st.n_tool_calls >= 1);
+            fail_msg("%s: %s", what, orc_last_error());
+        if (st.n_tool_calls < 1)
+            fail_msg("%s: no tool call", what);
         json_t *t = transcript(s);
         json_t *tc = json_array_get(json_object_get(t, "entries"), 2);
         assert_string_equal(json_string_value(json_object_get(tc, "type")), "tool_calls");
@@ -808,30 +940,45 @@ static void test_tool_grammar(void **state)
         json_t *args = json_object_get(call, "arguments");
         if (!strcmp(name, "get_weather")) {
             json_t *city = json_object_get(args, "city"), *days = json_object_get(args, "days");
-            assert_true(json_is_string(city) && strlen(json_string_value(city)) <= 8);
-            assert_true(json_is_integer(days) && json_integer_value(days) >= 1 && json_integer_value(days) <= 7);
-            assert_int_equal(json_object_size(args), 2);
+            if (!(json_is_string(city) && strlen(json_string_value(city)) <= 8 && json_is_integer(days) &&
+                  json_integer_value(days) >= 1 && json_integer_value(days) <= 7 && json_object_size(args) == 2))
+                fail_msg("%s: arguments %s break the schema", what, json_dumps(args, JSON_COMPACT));
             assert_true(log.calls >= 1);
         } else {
             assert_string_equal(name, "get_time");
             assert_int_equal(json_object_size(args), 0);
         }
+        if (getenv("ORC_TEST_VERBOSE")) {
+            char *dbg = json_dumps(tc, JSON_COMPACT);
+            fprintf(stderr, "%s: %s [%d snapshots]\n", what, dbg, cs.n);
+            free(dbg);
+        }
+        check_call_snaps(&cs, args, what);
+        assert_int_equal(cs.n_complete, st.n_tool_calls);
+        call_snaps_free(&cs);
         json_decref(t);
         orc_free(out);
         orc_session_free(s);
         free(tpl);
     }
-    /* a syntax without a tool grammar cannot promise a call */
-    orc_tool tool = {"get_weather", "w", NULL, weather_fn, NULL};
+    /* a schema an XML-style syntax cannot write raw is not constrained: no promise of a call */
+    orc_tool tool = {"get_weather", "w", "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\","
+                                        "\"pattern\":\"^[A-Z]\"}}}", weather_fn, NULL};
     orc_session_params p = base_params(512);
     p.tools = &tool;
     p.n_tools = 1;
-    p.tool_syntax = ORC_TOOL_SYNTAX_KIMI;
+    p.tool_syntax = ORC_TOOL_SYNTAX_GLM;
     orc_session *s = new_session(&p);
     orc_request r = orc_request_default();
     r.prompt = "x";
     r.require_tool_call = true;
     char *out = NULL;
+    assert_int_equal(orc_session_respond_ex(s, &r, &out, NULL), ORC_ERR_UNSUPPORTED);
+    orc_session_free(s);
+    /* nor can a session without tool grammars */
+    p.tool_syntax = ORC_TOOL_SYNTAX_HERMES;
+    p.constrain_tool_calls = false;
+    s = new_session(&p);
     assert_int_equal(orc_session_respond_ex(s, &r, &out, NULL), ORC_ERR_UNSUPPORTED);
     orc_session_free(s);
 }
