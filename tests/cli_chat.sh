@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/cli_chat.sh ORCHARD SHARED SOURCE - `orchard chat` end to end: a scripted session
 # from a pipe (answers, multi-line input, /save, /reset, /load, schema answers, exit
-# codes) and an interactive one under a pseudo-terminal (prompts, speed line, /quit).
+# codes) and an interactive one under a pseudo-terminal (line editing and history recall
+# with arrow keys, multi-line input, /save, /reset, /load, speed line, /quit).
 set -u
 bin=$1 shared=$2
 fails=0 passes=0
@@ -50,37 +51,69 @@ python3 -c 'print("The cat sat. " * 200)' | "$bin" chat -m "$model" -c 64 >/dev/
 [ $? -eq 1 ] && grep -q 'needs [0-9]* tokens but the context window holds 64' "$tmp/e.txt" && ok ||
     bad "overflow not reported: $(cat "$tmp/e.txt")"
 
-# 5. interactive, under a pseudo-terminal
-python3 - "$bin" "$model" <<'PY' && ok || bad "pseudo-terminal session failed"
-import os, pty, select, subprocess, sys, time
-bin, model = sys.argv[1], sys.argv[2]
+# 5. interactive, under a pseudo-terminal: libedit line editing and history recall,
+#    multi-line input, /save, /reset, /load, the speed line, /quit
+python3 - "$bin" "$model" "$tmp" <<'PY' && ok || bad "pseudo-terminal session failed"
+import json, os, pty, select, subprocess, sys, time
+bin, model, tmp = sys.argv[1], sys.argv[2], sys.argv[3]
 master, slave = pty.openpty()
 p = subprocess.Popen([bin, "chat", "-m", model, "-n", "8", "--temp", "0"], stdin=slave, stdout=slave, stderr=slave,
-                     close_fds=True)
+                     close_fds=True, env=dict(os.environ, TERM="xterm"))
 os.close(slave)
 buf = b""
 def until(pat, timeout=30):
+    """Reads the terminal up to pat; returns what came before it and drops it."""
     global buf
     end = time.time() + timeout
     while pat not in buf:
         r, _, _ = select.select([master], [], [], max(0, end - time.time()))
         if not r:
-            raise SystemExit("timed out waiting for %r; got %r" % (pat, buf))
+            raise SystemExit("timed out waiting for %r; got %r" % (pat, buf[-500:]))
         try:
             chunk = os.read(master, 4096)
         except OSError:
-            raise SystemExit("closed while waiting for %r; got %r" % (pat, buf))
+            raise SystemExit("closed while waiting for %r; got %r" % (pat, buf[-500:]))
         buf += chunk
+    i = buf.index(pat) + len(pat)
+    seen, buf = buf[:i], buf[i:]
+    return seen
+UP, DOWN, LEFT, BACKSPACE = b"\x1b[A", b"\x1b[B", b"\x1b[D", b"\x7f"
+def send(keys, answered=True):
+    os.write(master, keys)
+    if answered:
+        until(b"tok/s")
+        until(b"> ")
 until(b"/help for commands")
 until(b"> ")
-os.write(master, b"Once upon a time\n")
-until(b"tok/s")
-until(b"> ")
-os.write(master, b"/reset\n")
+send(b"Once upon a time\r")
+send(UP + b"\r")                         # history: the same message again
+send(b"Hllo" + LEFT * 3 + b"e\r")        # left arrow, insertion: "Hello"
+send(b"Bx" + BACKSPACE + b"ig dog\r")    # backspace: "Big dog"
+send(UP * 3 + DOWN + b"\r")              # up, up, up, down: "Hello"
+os.write(master, b"Tell me \\\r")        # a continued line
+until(b"... ")
+send(b"more\r")
+os.write(master, b'"""\r')               # a block
+for line in (b"line one\r", b"line two\r"):
+    until(b"... ")
+    os.write(master, line)
+until(b"... ")
+send(b'"""\r')
+send(b"/save %s/pty.json\r" % tmp.encode(), answered=False)
+until(b"(saved to")
+send(b"/reset\r", answered=False)
 until(b"(conversation cleared)")
-os.write(master, b"/quit\n")
+send(b"/load %s/pty.json\r" % tmp.encode(), answered=False)
+until(b"(loaded 14 entries)")
+send(b"/save %s/pty2.json\r" % tmp.encode(), answered=False)
+until(b"(saved to")
+send(b"/quit\r", answered=False)
 assert p.wait(timeout=30) == 0
+t = json.load(open(tmp + "/pty.json"))
+prompts = [e["text"] for e in t["entries"] if e["type"] == "prompt"]
+want = ["Once upon a time", "Once upon a time", "Hello", "Big dog", "Hello", "Tell me \nmore", "line one\nline two"]
+assert prompts == want, prompts
+assert json.load(open(tmp + "/pty2.json")) == t  # /reset then /load restored the transcript
 PY
-
 echo "cli_chat: $passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -1,9 +1,11 @@
 /* cmd_chat.c - `orchard chat`: an interactive conversation with a model through the
  * session API (orc_session): streamed answers, token speed, /reset, /save and /load of
- * the transcript, multi-line input, structured answers with --schema; reads scripts from
- * a pipe just as well (one message per line, no prompts). */
+ * the transcript, multi-line input, structured answers with --schema. On a terminal,
+ * lines are edited with libedit (arrow keys, history recall with up/down); from a pipe
+ * it reads scripts just as well (one message per line, no prompts). */
 #include "cli.h"
 
+#include <editline/readline.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,8 @@ static const char *CHAT_HELP =
     "\n"
     "Talks with a model. Each line is a message; end a line with \\ to continue it on the\n"
     "next, or enclose several lines between two lines of \"\"\". Ctrl-C stops an answer.\n"
+    "On a terminal, lines can be edited (arrow keys, Ctrl-A/E...) and up/down recall\n"
+    "earlier lines (libedit; settings in ~/.editrc).\n"
     "Commands: /reset  /save FILE  /load FILE  /history  /tokens TEXT  /help  /quit\n"
     "\n"
     "  -m, --model PATH        GGUF model (default: $ORCHARD_MODEL, else the bundled stories260K)\n"
@@ -72,6 +76,37 @@ static char *read_file(const char *path)
     return b;
 }
 
+/* The next input line without its line end (malloc'd), NULL at the end of the input. On
+ * a terminal the line is edited with libedit and, when not empty, added to the history
+ * that up/down recall. */
+static char *next_line(bool tty, const char *prompt)
+{
+    if (tty) {
+        static bool ready;
+        if (!ready) {
+            rl_readline_name = "orchard";
+            rl_instream = stdin;
+            rl_outstream = stderr; /* stdout holds only the answers */
+            using_history();
+            ready = true;
+        }
+        char *l = readline(prompt);
+        if (l && l[0])
+            add_history(l);
+        return l;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len = getline(&line, &cap, stdin);
+    if (len < 0) {
+        free(line);
+        return NULL;
+    }
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        line[--len] = 0;
+    return line;
+}
+
 /* One message: a line, lines joined by trailing backslashes, or a """ block. NULL at EOF. */
 static char *read_message(bool tty)
 {
@@ -82,16 +117,13 @@ static char *read_message(bool tty)
     msg[0] = 0;
     bool block = false, any = false;
     char *line = NULL;
-    size_t lcap = 0;
     for (;;) {
-        if (tty)
-            fputs(n || block ? "... " : "> ", stderr);
-        ssize_t len = getline(&line, &lcap, stdin);
-        if (len < 0)
+        free(line);
+        line = next_line(tty, n || block ? "... " : "> ");
+        if (!line)
             break;
         any = true;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = 0;
+        size_t len = strlen(line);
         bool fence = !strcmp(line, "\"\"\"");
         if (fence && !block && n == 0) {
             block = true;
