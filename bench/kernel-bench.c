@@ -78,11 +78,12 @@ int main(int argc, char **argv)
             if (t == (uint32_t)type)
                 break;
         }
-        size_t xs = orc_act_row_size(t, cols);
+        uint32_t at = orc_matmul_act_type(t, cols, ntok);
+        size_t xs = orc_act_row_size(at, cols);
         uint8_t *x = malloc(xs * (size_t)ntok);
         double tc = now();
         for (int64_t k = 0; k < ntok; k++)
-            orc_act_convert(t, xf + k * cols, x + (size_t)k * xs, cols);
+            orc_act_convert(at, xf + k * cols, x + (size_t)k * xs, cols);
         tc = now() - tc;
         double dt = run(t, w, ws, rows, cols, x, xs, ntok, y, secs);
         printf("%-9s %8.1f us/call  %6.2f GB/s weights  %7.1f GOP/s  (act convert %.1f us)\n",

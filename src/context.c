@@ -346,10 +346,11 @@ static void matmul_n(orc_context *c, const gguf_tensor *const *w, float *const *
     for (int first = 0; first < nw; first++) {
         if (done[first])
             continue;
-        int fmt = orc_act_format(w[first]->type);
         int64_t n = w[first]->ne[0];
-        size_t stride = orc_act_row_size(w[first]->type, n);
-        act_job aj = {.type = w[first]->type, .x = x, .n = n, .ldx = ldx, .act = c->act,
+        uint32_t at = orc_matmul_act_type(w[first]->type, n, n_tok);
+        int fmt = orc_act_format(at);
+        size_t stride = orc_act_row_size(at, n);
+        act_job aj = {.type = at, .x = x, .n = n, .ldx = ldx, .act = c->act,
                       .stride = stride, .n_tok = n_tok};
         if (n_tok >= 4)
             tp_run(c->tp, act_worker, &aj);
@@ -359,7 +360,7 @@ static void matmul_n(orc_context *c, const gguf_tensor *const *w, float *const *
         double macs = 0.0;
         int64_t total = 0;
         for (int i = first; i < nw; i++) {
-            if (done[i] || orc_act_format(w[i]->type) != fmt || w[i]->ne[0] != n)
+            if (done[i] || w[i]->ne[0] != n || orc_act_format(orc_matmul_act_type(w[i]->type, n, n_tok)) != fmt)
                 continue;
             done[i] = true;
             mm_part *p = &j.part[j.n_part++];

@@ -8,6 +8,12 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+#endif
 
 static orc_cpu_features g_feat;
 static char g_desc[256];
@@ -57,6 +63,13 @@ static void detect(void)
             f->avx512vl = f->avx512f && ((b >> 31) & 1);
             f->avx512vbmi = f->avx512f && ((c >> 1) & 1);
             f->avx512vnni = f->avx512f && ((c >> 11) & 1);
+#if defined(__x86_64__) && defined(__linux__)
+            /* AMX: CPU support, OS-managed tile state (XCR0 bits 17-18), and Linux's
+             * per-process permission for the 8 KiB tile data state */
+            bool amx = ((d >> 24) & 1) && ((d >> 25) & 1) && (xcr0 & 0x60000) == 0x60000 &&
+                       f->avx512bw && f->avx512vl;
+            f->amx_int8 = amx && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#endif
             unsigned int sub = a;
             if (sub >= 1) {
                 __cpuid_count(7, 1, a, b, c, d);
@@ -84,6 +97,7 @@ static void detect(void)
     add("avx512bf16", f->avx512bf16);
     add("avx512vbmi", f->avx512vbmi);
     add("avxvnni", f->avxvnni);
+    add("amx-int8", f->amx_int8);
     add("neon", f->neon);
     add("dotprod", f->dotprod);
 }

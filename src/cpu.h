@@ -10,6 +10,7 @@ typedef struct {
     bool avx, avx2, fma, f16c;
     bool avx512f, avx512dq, avx512bw, avx512vl, avx512vnni, avx512bf16, avx512vbmi;
     bool avxvnni;
+    bool amx_int8;   /* AMX tiles with int8 dot products, and the OS let this process use them */
     bool neon, dotprod;
 } orc_cpu_features;
 

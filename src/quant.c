@@ -5,6 +5,7 @@
 
 #include "cpu.h"
 #include "dtype.h"
+#include "quant_amx.h"
 #include "quant_impl.h"
 
 #include <pthread.h>
@@ -13,6 +14,7 @@
 
 static const orc_kernels *g_kern;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static bool g_amx_allowed; /* the CPU has AMX-INT8 and ORC_NO_AMX is not set */
 
 static const orc_kernels *isa_by_name(const char *name)
 {
@@ -49,6 +51,8 @@ static const orc_kernels *best_isa(void)
 
 static void init_isa(void)
 {
+    const char *na = getenv("ORC_NO_AMX");
+    g_amx_allowed = orc_cpu_get()->amx_int8 && !(na && *na && strcmp(na, "0") != 0);
     const char *env = getenv("ORC_ISA");
     const orc_kernels *k = env && *env ? isa_by_name(env) : NULL;
     __atomic_store_n(&g_kern, k ? k : best_isa(), __ATOMIC_RELEASE);
@@ -78,6 +82,20 @@ bool orc_quant_set_isa(const char *name)
         return false;
     __atomic_store_n(&g_kern, k, __ATOMIC_RELEASE);
     return true;
+}
+
+bool orc_quant_amx(void)
+{
+#if defined(__x86_64__)
+    return kern() == &orc_kernels_avx512 && g_amx_allowed;
+#else
+    return false;
+#endif
+}
+
+uint32_t orc_matmul_act_type(uint32_t wtype, int64_t n, int64_t n_tok)
+{
+    return orc_quant_amx() && orc_amx_handles(wtype, n, n_tok) ? (wtype & 0xFF) : wtype;
 }
 
 /* Kernel table slot of a weight type id, or -1. */
@@ -298,6 +316,9 @@ void orc_matmul(uint32_t wtype, const void *W, size_t w_stride, int64_t n,
     const orc_kernels *k = kern();
     int slot = slot_of(wtype);
     if (slot < 0 || r1 <= r0 || n_tok <= 0)
+        return;
+    if (n_tok >= ORC_AMX_MIN_TOKENS && orc_quant_amx() &&
+        orc_amx_matmul(wtype, W, w_stride, n, X, x_stride, n_tok, Y, ldy, r0, r1))
         return;
     orc_tile_fn tile = k->tile[slot] ? k->tile[slot] : orc_kernels_ref.tile[slot];
     const uint8_t *w = W;

@@ -534,10 +534,11 @@ static void random_weights(uint32_t type, uint8_t *w, int64_t n)
 static void run_matmul(uint32_t type, const uint8_t *w, size_t ws, int64_t n, const float *x,
                        int64_t n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1)
 {
-    size_t as = orc_act_row_size(type, n);
+    uint32_t at = orc_matmul_act_type(type, n, n_tok); /* plain blocks for AMX tiles */
+    size_t as = orc_act_row_size(at, n);
     uint8_t *xa = malloc(as * (size_t)n_tok);
     for (int64_t t = 0; t < n_tok; t++)
-        orc_act_convert(type, x + t * n, xa + (size_t)t * as, n);
+        orc_act_convert(at, x + t * n, xa + (size_t)t * as, n);
     orc_matmul(type, w, ws, n, xa, as, n_tok, y, ldy, r0, r1);
     free(xa);
 }
@@ -718,6 +719,72 @@ static void test_kernels_avx512(void **state)
     check_isa("avx512");
 }
 
+/* AMX tiles (Q4_0/Q8_0, plain and repacked, >= 16 tokens): panels of 16 rows with a
+ * partial last one, several K chunks of 64 blocks, partial token tiles, a padded row
+ * stride; against the scalar reference. */
+static void test_kernels_amx(void **state)
+{
+    (void)state;
+    if (!orc_quant_set_isa("avx512") || !orc_quant_amx()) {
+        orc_quant_set_isa("auto");
+        skip();
+    }
+    static const int64_t sizes[] = {32, 288, 2048 + 256, 4096 + 32 * 7};
+    static const int64_t toks[] = {16, 17, 31, 48};
+    static const uint32_t types[] = {ORC_DT_Q4_0, ORC_DT_Q8_0};
+    const int64_t rows = 37, r0 = 1, r1 = 36;
+    for (size_t k = 0; k < 2; k++)
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            uint32_t t = types[k];
+            int64_t n = sizes[si];
+            size_t ws = orc_dtype_row_size(t, n) + (si & 1) * orc_dtype_get(t)->size;
+            uint8_t *w = malloc(ws * rows), *w2 = malloc(ws * rows);
+            for (int64_t r = 0; r < rows; r++)
+                random_weights(t, w + r * ws, n);
+            memcpy(w2, w, ws * rows);
+            uint32_t rt = orc_quant_repack(t, w2, rows, ws, n);
+            float *x = malloc(sizeof(float) * n * 48);
+            for (int64_t i = 0; i < n * 48; i++)
+                x[i] = frand() * (i % 5 == 0 ? 3.0f : 1.0f);
+            for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
+                int64_t nt = toks[ti], ldy = rows + 2;
+                assert_int_equal(orc_matmul_act_type(t, n, nt), t);
+                assert_int_equal(orc_matmul_act_type(rt, n, nt), t);
+                float *yr = calloc((size_t)(ldy * nt), sizeof(float));
+                float *ya = calloc((size_t)(ldy * nt), sizeof(float));
+                float *yp = calloc((size_t)(ldy * nt), sizeof(float));
+                assert_true(orc_quant_set_isa("scalar"));
+                run_matmul(t, w, ws, n, x, nt, yr, ldy, r0, r1);
+                assert_true(orc_quant_set_isa("avx512"));
+                run_matmul(t, w, ws, n, x, nt, ya, ldy, r0, r1);
+                run_matmul(rt, w2, ws, n, x, nt, yp, ldy, r0, r1);
+                double mx = 0;
+                for (int64_t i = 0; i < ldy * nt; i++)
+                    mx = fmax(mx, fabs(yr[i]));
+                for (int64_t tt = 0; tt < nt; tt++)
+                    for (int64_t r = 0; r < ldy; r++) {
+                        size_t i = (size_t)(tt * ldy + r);
+                        bool inside = r >= r0 && r < r1;
+                        if (!inside && (ya[i] != 0.0f || yp[i] != 0.0f))
+                            fail_msg("amx %s: wrote outside the row range (row %lld)", orc_dtype_name(t),
+                                     (long long)r);
+                        if (inside && (!(fabs(ya[i] - yr[i]) <= 2e-5 * mx + 1e-4 * fabs(yr[i]) + 1e-7) ||
+                                       !(fabs(yp[i] - yr[i]) <= 2e-5 * mx + 1e-4 * fabs(yr[i]) + 1e-7)))
+                            fail_msg("amx %s n=%lld n_tok=%lld row %lld tok %lld: %.7g / repacked %.7g vs "
+                                     "scalar %.7g", orc_dtype_name(t), (long long)n, (long long)nt,
+                                     (long long)r, (long long)tt, ya[i], yp[i], yr[i]);
+                    }
+                free(yr);
+                free(ya);
+                free(yp);
+            }
+            free(w);
+            free(w2);
+            free(x);
+        }
+    assert_true(orc_quant_set_isa("auto"));
+}
+
 static void test_kernels_neon(void **state)
 {
     (void)state;
@@ -891,6 +958,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_repack_scalar),
         cmocka_unit_test(test_kernels_avx2),
         cmocka_unit_test(test_kernels_avx512),
+        cmocka_unit_test(test_kernels_amx),
         cmocka_unit_test(test_kernels_neon),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

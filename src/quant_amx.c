@@ -1,0 +1,203 @@
+/* quant_amx.c - batched (prefill) products of Q4_0 and Q8_0 weights, plain or repacked,
+ * with Intel AMX int8 tiles. Only this file is compiled for AMX (target attribute), and
+ * quant.c calls it only when cpu.c found AMX usable and the batch is large enough.
+ *
+ * C (16 tokens x 16 weight rows, int32) = A (16 tokens x 32 int8 of one block) .
+ * B (the same block of 16 weight rows, in the VNNI layout: 8 rows of 16 x 4 bytes), one
+ * tdpbssd per 32-element block; each block's integer tile is then scaled by
+ * d_x(token) * d_w(row) into 16 float accumulators (one zmm per token), the same
+ * per-block arithmetic as the other kernels. A panel of 16 weight rows is unpacked to
+ * int8 once and reused for every token tile, so unpacking costs 1/ntok per product. */
+#include "quant_amx.h"
+
+#include "quant.h"
+#include "quant_impl.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+typedef struct {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+/* tiles: 0 = C (nt x 16 int32), 1 = A (nt tokens x 32 bytes), 2 = B (8 x 64 bytes) */
+AMX_TARGET static void configure(int nt)
+{
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    cfg.rows[0] = (uint8_t)nt;
+    cfg.colsb[0] = 64;
+    cfg.rows[1] = (uint8_t)nt;
+    cfg.colsb[1] = 32;
+    cfg.rows[2] = 8;
+    cfg.colsb[2] = 64;
+    _tile_loadconfig(&cfg);
+}
+
+/* 32 int8 weights of block b of row `row` (plain or repacked layout). */
+AMX_TARGET static inline __m256i block_i8(uint32_t base, bool rp, const uint8_t *row, int64_t b,
+                                          int64_t nb, float *d)
+{
+    size_t bsz = base == ORC_DT_Q4_0 ? sizeof(blk_q4_0) : sizeof(blk_q8_0);
+    int64_t ng = nb / 8;
+    if (rp && b < ng * 8) {
+        /* group of 8 blocks: 8 scales, then quants 4 bytes at a time, block k's bytes
+         * 4s..4s+3 at qs[32s + 4k] (see quant_impl.h) */
+        const uint8_t *g = row + (size_t)(b / 8) * 8 * bsz;
+        int k = (int)(b % 8);
+        uint16_t h;
+        memcpy(&h, g + 2 * k, 2);
+        *d = _cvtsh_ss(h);
+        const uint8_t *qs = g + 16;
+        if (base == ORC_DT_Q4_0) {
+            /* 16 bytes: s = 0..3 (a wider gather would read past the group) */
+            __m128i q = _mm_i32gather_epi32((const int *)(qs + 4 * k), _mm_setr_epi32(0, 8, 16, 24), 4);
+            __m128i m = _mm_set1_epi8(0x0F);
+            __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+            return _mm256_sub_epi8(u, _mm256_set1_epi8(8));
+        }
+        __m256i idx = _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56);
+        return _mm256_i32gather_epi32((const int *)(qs + 4 * k), idx, 4);
+    }
+    const uint8_t *blk = row + (size_t)b * bsz;
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    *d = _cvtsh_ss(h);
+    if (base == ORC_DT_Q4_0) {
+        __m128i q = _mm_loadu_si128((const __m128i *)(blk + 2));
+        __m128i m = _mm_set1_epi8(0x0F);
+        __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+        return _mm256_sub_epi8(u, _mm256_set1_epi8(8));
+    }
+    return _mm256_loadu_si256((const __m256i *)(blk + 2));
+}
+
+/* Unpacks blocks [b0, b0 + kb) of rows [0, nr) of W (nr <= 16; missing rows are zero)
+ * into the VNNI panel: block b0 + i at panel + 512 i, byte 64 k4 + 4 j + q = weight (row
+ * j, element 32 (b0 + i) + 4 k4 + q); scales at dw[16 i + j]. */
+AMX_TARGET static void unpack_panel(uint32_t base, bool rp, const uint8_t *W, size_t ws, int64_t nb,
+                                    int64_t b0, int kb, int nr, uint8_t *panel, float *dw)
+{
+    if (nr < 16) {
+        memset(panel, 0, (size_t)kb * 512);
+        memset(dw, 0, (size_t)kb * 16 * sizeof(float));
+    }
+    for (int j = 0; j < nr; j++) {
+        const uint8_t *row = W + (size_t)j * ws;
+        for (int i = 0; i < kb; i++) {
+            float d;
+            __m256i v = block_i8(base, rp, row, b0 + i, nb, &d);
+            dw[16 * i + j] = d;
+            uint32_t q[8];
+            _mm256_storeu_si256((__m256i *)q, v);
+            uint32_t *dst = (uint32_t *)(panel + 512 * i) + j;
+            for (int k4 = 0; k4 < 8; k4++)
+                dst[16 * k4] = q[k4];
+        }
+    }
+}
+
+/* nt <= 16 tokens (activation rows of xs bytes, blk_q8a blocks, X at the panel's first
+ * block) x the panel's kb blocks, added to Y when acc_y (later K chunks), else stored. */
+AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb, const uint8_t *X,
+                                   size_t xs, float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+{
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    __m512 acc[16];
+    for (int t = 0; t < 16; t++)
+        acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
+    int32_t c[16][16] __attribute__((aligned(64)));
+    for (int b = 0; b < kb; b++) {
+        _tile_zero(0);
+        _tile_loadd(1, X + (size_t)b * sizeof(blk_q8a) + offsetof(blk_q8a, qs), (long)xs);
+        _tile_loadd(2, panel + 512 * b, 64);
+        _tile_dpbssd(0, 1, 2);
+        _tile_stored(0, c, 64);
+        __m512 wd = _mm512_loadu_ps(dw + 16 * b);
+        for (int t = 0; t < nt; t++) {
+            float xd;
+            memcpy(&xd, X + (size_t)t * xs + (size_t)b * sizeof(blk_q8a), sizeof xd);
+            __m512 s = _mm512_mul_ps(wd, _mm512_set1_ps(xd));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[t])), s, acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
+}
+
+/* K is taken in chunks of KCH blocks so the unpacked panel (16 rows x KCH blocks) stays
+ * on the stack and in L1/L2 while every token tile passes over it. */
+#define KCH 64
+
+AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int64_t n, const void *X,
+                                  size_t xs, int64_t n_tok, float *Y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    uint32_t base = wtype & 0xFF;
+    bool rp = (wtype & ORC_QUANT_REPACKED) != 0;
+    int64_t nb = n / QK;
+    uint8_t panel[KCH * 512] __attribute__((aligned(64)));
+    float dw[KCH * 16] __attribute__((aligned(64)));
+    int cur = 16;
+    configure(cur);
+    for (int64_t r = r0; r < r1; r += 16) {
+        int nr = r1 - r < 16 ? (int)(r1 - r) : 16;
+        for (int64_t b0 = 0; b0 < nb; b0 += KCH) {
+            int kb = nb - b0 < KCH ? (int)(nb - b0) : KCH;
+            unpack_panel(base, rp, (const uint8_t *)W + (size_t)r * ws, ws, nb, b0, kb, nr, panel, dw);
+            for (int64_t t = 0; t < n_tok; t += 16) {
+                int nt = n_tok - t < 16 ? (int)(n_tok - t) : 16;
+                if (nt != cur)
+                    configure(cur = nt);
+                tile_tokens(panel, dw, kb, (const uint8_t *)X + (size_t)t * xs + (size_t)b0 * sizeof(blk_q8a),
+                            xs, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+            }
+        }
+    }
+    _tile_release();
+}
+
+bool orc_amx_handles(uint32_t wtype, int64_t n, int64_t n_tok)
+{
+    uint32_t base = wtype & 0xFF;
+    return n_tok >= ORC_AMX_MIN_TOKENS && n > 0 && n % QK == 0 &&
+           (base == ORC_DT_Q4_0 || base == ORC_DT_Q8_0) &&
+           (wtype == base || wtype == (base | ORC_QUANT_REPACKED));
+}
+
+bool orc_amx_matmul(uint32_t wtype, const void *W, size_t ws, int64_t n, const void *X, size_t xs,
+                    int64_t n_tok, float *Y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    if (!orc_amx_handles(wtype, n, n_tok) || r1 <= r0)
+        return false;
+    amx_matmul(wtype, W, ws, n, X, xs, n_tok, Y, ldy, r0, r1);
+    return true;
+}
+
+#else
+
+bool orc_amx_handles(uint32_t wtype, int64_t n, int64_t n_tok)
+{
+    (void)wtype;
+    (void)n;
+    (void)n_tok;
+    return false;
+}
+
+bool orc_amx_matmul(uint32_t wtype, const void *W, size_t ws, int64_t n, const void *X, size_t xs,
+                    int64_t n_tok, float *Y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    (void)wtype, (void)W, (void)ws, (void)n, (void)X, (void)xs, (void)n_tok, (void)Y, (void)ldy;
+    (void)r0, (void)r1;
+    return false;
+}
+
+#endif
