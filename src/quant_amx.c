@@ -85,7 +85,8 @@ AMX_TARGET static inline __m256i block_i8(uint32_t base, bool rp, const uint8_t 
  * into the VNNI panel: block b0 + i at panel + 512 i, byte 64 k4 + 4 j + q = weight (row
  * j, element 32 (b0 + i) + 4 k4 + q); scales at dw[16 i + j]. */
 AMX_TARGET static void unpack_panel(uint32_t base, bool rp, const uint8_t *W, size_t ws, int64_t nb,
-                                    int64_t b0, int kb, int nr, uint8_t *panel, float *dw)
+                                    int64_t b0, int kb, int nr, uint8_t *panel, float *dw,
+                                    const uint8_t *pf, size_t pf_bytes)
 {
     if (nr < 16) {
         memset(panel, 0, (size_t)kb * 512);
@@ -93,6 +94,9 @@ AMX_TARGET static void unpack_panel(uint32_t base, bool rp, const uint8_t *W, si
     }
     for (int j = 0; j < nr; j++) {
         const uint8_t *row = W + (size_t)j * ws;
+        if (pf) /* the next panel's weights arrive while the tokens pass over this one */
+            for (size_t o = 0; o < pf_bytes; o += 64)
+                _mm_prefetch((const char *)pf + (size_t)j * ws + o, _MM_HINT_T1);
         for (int i = 0; i < kb; i++) {
             float d;
             __m256i v = block_i8(base, rp, row, b0 + i, nb, &d);
@@ -106,28 +110,47 @@ AMX_TARGET static void unpack_panel(uint32_t base, bool rp, const uint8_t *W, si
     }
 }
 
-/* nt <= 16 tokens (activation rows of xs bytes, blk_q8a blocks, X at the panel's first
- * block) x the panel's kb blocks, added to Y when acc_y (later K chunks), else stored. */
-AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb, const uint8_t *X,
-                                   size_t xs, float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+/* Where a token tile's activations are: block b's quants for token t at
+ * q + b * step + t * qstride (32 bytes), its scale at d + b * step + t * dstride. */
+typedef struct {
+    const uint8_t *q, *d;
+    size_t qstride, dstride, step;
+} act_view;
+
+/* nt <= 16 tokens x the panel's kb blocks, added to Y when acc_y (later K chunks), else
+ * stored. */
+AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb, act_view a, float *Y,
+                                   int64_t ldy, int nt, int nr, bool acc_y)
 {
     __mmask16 m = (__mmask16)((1u << nr) - 1);
     __m512 acc[16];
     for (int t = 0; t < 16; t++)
         acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
-    int32_t c[16][16] __attribute__((aligned(64)));
+    /* software-pipelined: the tiles compute block b + 1 and store it while the vector
+     * units scale block b, whose integer tile was stored an iteration earlier (reading a
+     * tile store right away stalls) */
+    int32_t c[2][16][16] __attribute__((aligned(64)));
+    _tile_zero(0);
+    _tile_loadd(1, a.q, (long)a.qstride);
+    _tile_loadd(2, panel, 64);
+    _tile_dpbssd(0, 1, 2);
+    _tile_stored(0, c[0], 64);
     for (int b = 0; b < kb; b++) {
-        _tile_zero(0);
-        _tile_loadd(1, X + (size_t)b * sizeof(blk_q8a) + offsetof(blk_q8a, qs), (long)xs);
-        _tile_loadd(2, panel + 512 * b, 64);
-        _tile_dpbssd(0, 1, 2);
-        _tile_stored(0, c, 64);
+        if (b + 1 < kb) {
+            _tile_zero(0);
+            _tile_loadd(1, a.q + (size_t)(b + 1) * a.step, (long)a.qstride);
+            _tile_loadd(2, panel + 512 * (b + 1), 64);
+            _tile_dpbssd(0, 1, 2);
+            _tile_stored(0, c[(b + 1) & 1], 64);
+        }
         __m512 wd = _mm512_loadu_ps(dw + 16 * b);
+        const int32_t(*cb)[16] = c[b & 1];
+        const uint8_t *dp = a.d + (size_t)b * a.step;
         for (int t = 0; t < nt; t++) {
             float xd;
-            memcpy(&xd, X + (size_t)t * xs + (size_t)b * sizeof(blk_q8a), sizeof xd);
+            memcpy(&xd, dp + (size_t)t * a.dstride, sizeof xd);
             __m512 s = _mm512_mul_ps(wd, _mm512_set1_ps(xd));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[t])), s, acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb[t])), s, acc[t]);
         }
     }
     for (int t = 0; t < nt; t++)
@@ -152,13 +175,29 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
         int nr = r1 - r < 16 ? (int)(r1 - r) : 16;
         for (int64_t b0 = 0; b0 < nb; b0 += KCH) {
             int kb = nb - b0 < KCH ? (int)(nb - b0) : KCH;
-            unpack_panel(base, rp, (const uint8_t *)W + (size_t)r * ws, ws, nb, b0, kb, nr, panel, dw);
+            /* prefetch the next K chunk of these rows, or the first chunk of the next rows */
+            size_t bsz = base == ORC_DT_Q4_0 ? sizeof(blk_q4_0) : sizeof(blk_q8_0);
+            const uint8_t *pf = NULL;
+            size_t pf_bytes = 0;
+            if (b0 + kb < nb) {
+                pf = (const uint8_t *)W + (size_t)r * ws + (size_t)(b0 + kb) * bsz;
+                pf_bytes = (size_t)(nb - b0 - kb < KCH ? nb - b0 - kb : KCH) * bsz;
+            } else if (r + 16 + nr <= r1) {
+                pf = (const uint8_t *)W + (size_t)(r + 16) * ws;
+                pf_bytes = (size_t)(nb < KCH ? nb : KCH) * bsz;
+            }
+            unpack_panel(base, rp, (const uint8_t *)W + (size_t)r * ws, ws, nb, b0, kb, nr, panel, dw,
+                         pf, pf_bytes);
             for (int64_t t = 0; t < n_tok; t += 16) {
                 int nt = n_tok - t < 16 ? (int)(n_tok - t) : 16;
                 if (nt != cur)
                     configure(cur = nt);
-                tile_tokens(panel, dw, kb, (const uint8_t *)X + (size_t)t * xs + (size_t)b0 * sizeof(blk_q8a),
-                            xs, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+                act_view a;
+                a.d = (const uint8_t *)X + (size_t)t * xs + (size_t)b0 * sizeof(blk_q8a);
+                a.q = a.d + offsetof(blk_q8a, qs);
+                a.qstride = a.dstride = xs;
+                a.step = sizeof(blk_q8a);
+                tile_tokens(panel, dw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
             }
         }
     }
