@@ -1053,6 +1053,164 @@ static void test_synthetic_bytes(void **state)
     orc_model_free(syn);
 }
 
+static bool cancel_after_2(const char *d, size_t n, void *user)
+{
+    (void)d;
+    (void)n;
+    return ++*(int *)user < 2;
+}
+
+/* Each part on every synthetic architecture (random weights, the stories260K vocabulary,
+ * the ChatML fallback template): prefix reuse and its counts (sliding-window models may
+ * have to start over), the transcript round trip with a seed, cancellation, a structured
+ * response with snapshots, a required tool call under the grammar, overflow with and
+ * without the drop policy, prewarm. */
+static void test_synthetic_models(void **state)
+{
+    (void)state;
+    static const char *files[] = {"llama-gqa-f32", "llama-gqa-q4_k_m", "qwen2-f16", "qwen3-f16",
+                                  "gemma2-f16",    "gemma3-f16",       "qwen3moe-f16"};
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        char path[256];
+        snprintf(path, sizeof path, "models/synthetic/%s.gguf", files[f]);
+        orc_model *m = NULL;
+        assert_int_equal(orc_model_load(tu_shared(path), NULL, &m), ORC_OK);
+        bool sliding = !strncmp(files[f], "gemma", 5);
+        orc_session_params p = base_params(2048);
+        p.defaults.max_tokens = 10;
+        orc_session *s = NULL, *r = NULL;
+        assert_int_equal(orc_session_new(m, &p, &s), ORC_OK);
+        /* prefix reuse: turn 2 keeps turn 1's prompt (or, with a sliding window that
+         * overwrote it, evaluates everything) */
+        orc_response_stats s1, s2;
+        orc_free(respond(s, "Hello there", &s1));
+        orc_free(respond(s, "And then?", &s2));
+        assert_int_equal(s2.n_cached + s2.n_evaluated, s2.n_prompt);
+        if (!sliding && s2.n_cached < s1.n_prompt)
+            fail_msg("%s: turn 2 reused %d of %d prompt tokens", files[f], s2.n_cached, s1.n_prompt);
+        /* transcript round trip: the same next answer with a seed */
+        orc_generation_options o = p.defaults;
+        o.sampler.temperature = 0.9f;
+        o.sampler.seed = 77;
+        char *js = NULL;
+        assert_int_equal(orc_session_transcript_json(s, &js), ORC_OK);
+        assert_int_equal(orc_session_new(m, &p, &r), ORC_OK);
+        assert_int_equal(orc_session_load_transcript(r, js), ORC_OK);
+        orc_request q = orc_request_default();
+        q.prompt = "Go on.";
+        q.options = &o;
+        char *x = NULL, *y = NULL;
+        assert_int_equal(orc_session_respond_ex(s, &q, &x, NULL), ORC_OK);
+        assert_int_equal(orc_session_respond_ex(r, &q, &y, NULL), ORC_OK);
+        if (strcmp(x, y))
+            fail_msg("%s: restored session answered '%s', the original '%s'", files[f], y, x);
+        orc_free(x);
+        orc_free(y);
+        orc_free(js);
+        /* cancellation from the callback */
+        q = orc_request_default();
+        q.prompt = "More.";
+        int k = 0;
+        q.on_delta = cancel_after_2;
+        q.user = &k;
+        orc_generation_options longer = p.defaults;
+        longer.max_tokens = 100;
+        q.options = &longer;
+        orc_response_stats st;
+        assert_int_equal(orc_session_respond_ex(r, &q, &x, &st), ORC_ERR_CANCELLED);
+        assert_int_equal(st.stop_reason, ORC_STOP_CANCELLED);
+        assert_true(st.n_generated < 100);
+        orc_free(x);
+        /* structured response: valid, the snapshots end in it */
+        q = orc_request_default();
+        q.prompt = "A number, please.";
+        q.schema = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":99},"
+                   "\"w\":{\"type\":\"string\",\"maxLength\":5}},\"required\":[\"n\",\"w\"],\"additionalProperties\":false}";
+        orc_generation_options so = p.defaults;
+        so.max_tokens = 64;
+        q.options = &so;
+        snaps sn = {0};
+        q.on_snapshot = on_snap;
+        q.user = &sn;
+        if (orc_session_respond_ex(r, &q, &x, &st) != ORC_OK)
+            fail_msg("%s: structured: %s", files[f], orc_last_error());
+        json_t *v = json_loads(x, 0, NULL);
+        assert_true(json_is_integer(json_object_get(v, "n")) && json_is_string(json_object_get(v, "w")));
+        json_decref(v);
+        assert_true(sn.n >= 1);
+        assert_string_equal(sn.snaps[sn.n - 1], x);
+        for (int i = 0; i < sn.n; i++)
+            free(sn.snaps[i]);
+        orc_free(x);
+        orc_session_free(r);
+        r = NULL;
+        /* a required tool call: schema-valid arguments */
+        tool_log log = {0};
+        orc_tool tool = {"get_weather", "Weather",
+                         "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":6}},"
+                         "\"required\":[\"city\"],\"additionalProperties\":false}",
+                         weather_fn, &log};
+        orc_session_params tp = base_params(2048);
+        tp.tools = &tool;
+        tp.n_tools = 1;
+        tp.max_tool_rounds = 1;
+        tp.defaults.max_tokens = 60;
+        assert_int_equal(orc_session_new(m, &tp, &r), ORC_OK);
+        q = orc_request_default();
+        q.prompt = "Weather?";
+        q.require_tool_call = true;
+        if (orc_session_respond_ex(r, &q, &x, &st) != ORC_OK)
+            fail_msg("%s: tool call: %s", files[f], orc_last_error());
+        assert_int_equal(log.calls, 1);
+        v = json_loads(log.last_args, 0, NULL);
+        const char *city = json_string_value(json_object_get(v, "city"));
+        size_t chars = 0; /* maxLength counts code points */
+        for (const char *c = city; c && *c; c++)
+            chars += ((unsigned char)*c & 0xC0) != 0x80;
+        if (!city || chars > 6 || json_object_size(v) != 1)
+            fail_msg("%s: arguments %s break the schema", files[f], log.last_args);
+        json_decref(v);
+        orc_free(x);
+        orc_session_free(r);
+        r = NULL;
+        /* overflow: an error with the numbers, then the drop policy makes room */
+        orc_session_params op = base_params(192);
+        op.defaults.max_tokens = 8;
+        assert_int_equal(orc_session_new(m, &op, &r), ORC_OK);
+        char big[1024] = "";
+        for (int i = 0; i < 60; i++)
+            strcat(big, "The cat sat. ");
+        q = orc_request_default();
+        q.prompt = big;
+        assert_int_equal(orc_session_respond_ex(r, &q, &x, NULL), ORC_ERR_CONTEXT_FULL);
+        assert_non_null(strstr(orc_last_error(), "context window holds 192"));
+        orc_session_free(r);
+        op.policy = ORC_CONTEXT_DROP_OLDEST;
+        assert_int_equal(orc_session_new(m, &op, &r), ORC_OK);
+        int dropped = 0;
+        for (int i = 0; i < 6; i++) {
+            if (orc_session_respond_ex(r, &(orc_request){.prompt = "The cat sat on the mat.", .use_tools = true}, &x,
+                                       &st) != ORC_OK)
+                fail_msg("%s: drop-oldest turn %d: %s", files[f], i, orc_last_error());
+            dropped += st.n_dropped;
+            orc_free(x);
+        }
+        assert_true(dropped > 0 && st.n_prompt < 192);
+        orc_session_free(r);
+        /* prewarm: the next request finds the instructions cached */
+        assert_int_equal(orc_session_new(m, &p, &r), ORC_OK);
+        int32_t n = 0;
+        assert_int_equal(orc_session_prewarm(r, NULL, &n), ORC_OK);
+        assert_true(n > 5);
+        orc_free(respond(r, "Hi", &st));
+        if (!sliding)
+            assert_true(st.n_cached >= n);
+        orc_session_free(r);
+        orc_session_free(s);
+        orc_model_free(m);
+    }
+}
+
 static void test_model_check(void **state)
 {
     (void)state;
@@ -1083,6 +1241,7 @@ int main(void)
         cmocka_unit_test(test_tool_grammar),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_synthetic_bytes),
+        cmocka_unit_test(test_synthetic_models),
         cmocka_unit_test(test_model_check),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
