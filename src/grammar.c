@@ -1543,6 +1543,12 @@ struct grammar_vocab {
      * of characters below the node, as (id, chars) pairs */
     uint32_t (*bylen)[2];
     size_t n_bylen, cap_bylen;
+    /* restricted-alphabet indexes (see dindex), built on demand: the only mutable part of
+     * a vocabulary, guarded by dmu; an index never changes once published */
+    pthread_mutex_t dmu;
+    bool dmu_ok;
+    struct dindex **dix;   /* open addressing over (node, byte set) */
+    size_t dix_cap, dix_n, dix_bytes;
 };
 
 
@@ -1743,6 +1749,8 @@ static bool trie_build(grammar_vocab *v, size_t idx, uint32_t lo, uint32_t hi, u
     return true;
 }
 
+static void dindex_free(struct dindex *d);
+
 void grammar_vocab_free(grammar_vocab *v)
 {
     if (!v)
@@ -1759,6 +1767,11 @@ void grammar_vocab_free(grammar_vocab *v)
     free(v->subsets);
     free(v->bigmasks);
     free(v->bylen);
+    for (size_t i = 0; i < v->dix_cap; i++)
+        dindex_free(v->dix[i]);
+    free(v->dix);
+    if (v->dmu_ok)
+        pthread_mutex_destroy(&v->dmu);
     free(v);
 }
 
@@ -1772,6 +1785,11 @@ grammar_vocab *grammar_vocab_new(int32_t n_tokens, const char *const *tok_bytes,
         return NULL;
     v->n_tokens = n_tokens;
     v->serial = atomic_fetch_add(&vocab_serial, 1);
+    if (pthread_mutex_init(&v->dmu, NULL) != 0) {
+        free(v);
+        return NULL;
+    }
+    v->dmu_ok = true;
     v->bytes = calloc((size_t)n_tokens, sizeof *v->bytes);
     v->len = calloc((size_t)n_tokens, sizeof *v->len);
     v->is_eog = calloc((size_t)n_tokens, 1);
@@ -2125,6 +2143,394 @@ static int all_accepted(gpool *p, uint32_t s, const grammar_vocab *v, const tnod
     return ACC_UPTO;
 }
 
+/* ---- restricted alphabets ----
+ *
+ * Inside a counted repetition over a small alphabet (the email format's
+ * [a-zA-Z0-9_+-]{1,32}, hex digits of a uuid, a hostname label) nearly every trie subtree
+ * holds some token that leaves the alphabet ("abc," or "abc\""), so the subtree tests
+ * above fail and the walk visits every in-alphabet prefix of the vocabulary: tens of
+ * thousands of nodes per mask. A restricted-alphabet index of a trie node for a byte set D
+ * splits its subtree once per (node, D): the "pure" tokens, whose remaining bytes all lie
+ * in D, by length; and the "exits", the nodes where a path of D bytes first leaves D,
+ * grouped by depth and byte. From a state whose dominant set is D with a free run of R
+ * (free_run), pure tokens of at most R bytes are all accepted, and a token that leaves D
+ * after d bytes is decided at chain state t_d by one test of its exit byte, so only the
+ * exit groups whose byte is allowed there are walked. In character mode (string bodies,
+ * where every valid non-ASCII character leads where the dominant ASCII bytes lead) whole
+ * UTF-8 characters are in the alphabet, lengths count characters (a character cut short
+ * by the token's end counts as one) and the run is free_run_chars. */
+
+#ifndef DWALK_MIN_TOKENS
+#define DWALK_MIN_TOKENS 256    /* smaller subtrees are walked (lower it to stress the index) */
+#endif
+#ifndef DINDEX_CUM_MIN
+#define DINDEX_CUM_MIN 2048     /* pure tokens from which cumulative masks pay off */
+#endif
+#define DINDEX_CUM_MAXLEN 48    /* cumulative masks cover pure lengths 1..48 */
+#define DINDEX_MAX_BYTES (256u << 20)
+
+typedef struct dindex {
+    uint8_t set[32];
+    uint32_t node;
+    bool chars;           /* character mode: D is ASCII, any valid non-ASCII character is in
+                             the alphabet too, and lengths count characters */
+    uint32_t n_pure, pure_maxlen;
+    uint32_t (*pure)[2];  /* (token id, bytes below the node), by length */
+    uint32_t *cum;        /* ncum masks: pure tokens of at most 1, 2, ... ncum bytes */
+    uint32_t ncum;
+    uint32_t maxd;        /* deepest exit: an exit at depth d follows d bytes of D */
+    uint8_t (*xset)[32];  /* per depth 0..maxd: the bytes with exits */
+    uint32_t *goff;       /* group (d, byte) is gnodes[goff[d*256+b] .. goff[d*256+b+1]) */
+    uint32_t *gnodes;     /* trie node indices */
+    size_t bytes;
+} dindex;
+
+static void dindex_free(dindex *d)
+{
+    if (!d)
+        return;
+    free(d->pure);
+    free(d->cum);
+    free(d->xset);
+    free(d->goff);
+    free(d->gnodes);
+    free(d);
+}
+
+static int cmp_pair1(const void *a, const void *b)
+{
+    const uint32_t *x = a, *y = b;
+    if (x[1] != y[1])
+        return x[1] < y[1] ? -1 : 1;
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Every path below node c within the rest of a UTF-8 character (need more bytes, the
+ * next in lo..hi, later ones 80..BF) is a valid continuation. */
+static bool char_clean(const grammar_vocab *v, const tnode *c, uint32_t need, uint8_t lo, uint8_t hi)
+{
+    if (need == 0)
+        return true;
+    for (uint32_t k = 0; k < c->n_child; k++) {
+        const tnode *x = &v->nodes[c->child + k];
+        if (x->byte < lo || x->byte > hi || !char_clean(v, x, need - 1, 0x80, 0xBF))
+            return false;
+    }
+    return true;
+}
+
+/* The continuation bytes a lead byte needs and the range of the first; 0: not a lead */
+static uint32_t utf8_lead(uint8_t b, uint8_t *lo, uint8_t *hi)
+{
+    *lo = 0x80;
+    *hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF)
+        return 1;
+    if (b >= 0xE0 && b <= 0xEF) {
+        if (b == 0xE0)
+            *lo = 0xA0;
+        if (b == 0xED)
+            *hi = 0x9F;
+        return 2;
+    }
+    if (b >= 0xF0 && b <= 0xF4) {
+        if (b == 0xF0)
+            *lo = 0x90;
+        if (b == 0xF4)
+            *hi = 0x8F;
+        return 3;
+    }
+    return 0;
+}
+
+static dindex *dindex_build(const grammar_vocab *v, uint32_t node, const uint8_t set[32], bool chars)
+{
+    dindex *d = calloc(1, sizeof *d);
+    /* DFS entries (node, depth, continuation bytes still needed); exits (node, d*256+b) */
+    uint32_t (*stack)[3] = NULL, (*ex)[2] = NULL;
+    size_t n_stack = 0, cap_stack = 0, n_ex = 0, cap_ex = 0, cap_pure = 0;
+    if (!d)
+        return NULL;
+    memcpy(d->set, set, 32);
+    d->node = node;
+    d->chars = chars;
+    if (!grow((void **)&stack, &cap_stack, 1, sizeof *stack))
+        goto fail;
+    stack[n_stack][0] = node;
+    stack[n_stack][1] = 0;
+    stack[n_stack++][2] = 0;
+    while (n_stack) {
+        n_stack--;
+        uint32_t ui = stack[n_stack][0], depth = stack[n_stack][1], need = stack[n_stack][2];
+        const tnode *u = &v->nodes[ui];
+        if (ui != node && u->ehi > u->lo) {
+            if (!grow((void **)&d->pure, &cap_pure, d->n_pure + (u->ehi - u->lo), sizeof *d->pure))
+                goto fail;
+            for (uint32_t i = u->lo; i < u->ehi; i++) {
+                d->pure[d->n_pure][0] = (uint32_t)v->sorted[i];
+                d->pure[d->n_pure++][1] = depth;
+            }
+            if (depth > d->pure_maxlen)
+                d->pure_maxlen = depth;
+        }
+        for (uint32_t k = 0; k < u->n_child; k++) {
+            uint32_t ci = u->child + k;
+            uint8_t b = v->nodes[ci].byte;
+            uint32_t nd = depth + 1, nneed = 0;
+            bool in = false;
+            if (need) { /* inside a character: checked clean at its lead byte */
+                in = true;
+                nd = depth;
+                nneed = need - 1;
+            } else if (b < 0x80 || !chars) {
+                in = (set[b >> 3] & (1u << (b & 7))) != 0;
+            } else {
+                uint8_t lo, hi;
+                nneed = utf8_lead(b, &lo, &hi);
+                in = nneed && char_clean(v, &v->nodes[ci], nneed, lo, hi);
+            }
+            if (in) {
+                if (!grow((void **)&stack, &cap_stack, n_stack + 1, sizeof *stack))
+                    goto fail;
+                stack[n_stack][0] = ci;
+                stack[n_stack][1] = nd;
+                stack[n_stack++][2] = nneed;
+            } else {
+                if (!grow((void **)&ex, &cap_ex, n_ex + 1, sizeof *ex))
+                    goto fail;
+                ex[n_ex][0] = ci;
+                ex[n_ex++][1] = depth * 256 + b;
+                if (depth > d->maxd)
+                    d->maxd = depth;
+            }
+        }
+    }
+    if (d->n_pure)
+        qsort(d->pure, d->n_pure, sizeof *d->pure, cmp_pair1);
+    if (n_ex)
+        qsort(ex, n_ex, sizeof *ex, cmp_pair1);
+    size_t ng = ((size_t)d->maxd + 1) * 256;
+    d->goff = calloc(ng + 1, sizeof *d->goff);
+    d->gnodes = malloc((n_ex + 1) * sizeof *d->gnodes);
+    d->xset = calloc((size_t)d->maxd + 1, sizeof *d->xset);
+    if (!d->goff || !d->gnodes || !d->xset)
+        goto fail;
+    for (size_t i = 0; i < n_ex; i++) {
+        d->gnodes[i] = ex[i][0];
+        d->goff[ex[i][1] + 1]++;
+        d->xset[ex[i][1] >> 8][(ex[i][1] & 255) >> 3] |= (uint8_t)(1u << (ex[i][1] & 7));
+    }
+    for (size_t g = 0; g < ng; g++)
+        d->goff[g + 1] += d->goff[g];
+    size_t words = grammar_vocab_mask_words(v);
+    if (d->n_pure >= DINDEX_CUM_MIN) {
+        d->ncum = d->pure_maxlen < DINDEX_CUM_MAXLEN ? d->pure_maxlen : DINDEX_CUM_MAXLEN;
+        d->cum = calloc((size_t)d->ncum * words, sizeof *d->cum);
+        if (!d->cum)
+            goto fail;
+        uint32_t i = 0;
+        for (uint32_t L = 1; L <= d->ncum; L++) {
+            uint32_t *m = d->cum + (size_t)(L - 1) * words;
+            if (L > 1)
+                memcpy(m, m - words, words * sizeof *m);
+            for (; i < d->n_pure && d->pure[i][1] <= L; i++)
+                m[d->pure[i][0] >> 5] |= 1u << (d->pure[i][0] & 31);
+        }
+    }
+    d->bytes = sizeof *d + (size_t)d->n_pure * sizeof *d->pure + (size_t)d->ncum * words * 4 +
+               (ng + 1) * 4 + n_ex * 4 + ((size_t)d->maxd + 1) * 32;
+    free(stack);
+    free(ex);
+    return d;
+fail:
+    free(stack);
+    free(ex);
+    dindex_free(d);
+    return NULL;
+}
+
+static uint64_t dindex_key(uint32_t node, const uint8_t set[32], bool chars)
+{
+    return hash64(hash_bytes(set, 32) ^ ((uint64_t)node * 0x9E3779B97F4A7C15ull) ^ chars);
+}
+
+/* The index of (node, set), built on first use; NULL when out of memory or past the cache
+ * limit (the caller walks instead). */
+static const dindex *vocab_dindex(grammar_vocab *v, uint32_t node, const uint8_t set[32], bool chars)
+{
+    pthread_mutex_lock(&v->dmu);
+    uint64_t h = dindex_key(node, set, chars);
+    dindex *found = NULL;
+    if (v->dix_cap) {
+        for (size_t i = h & (v->dix_cap - 1);; i = (i + 1) & (v->dix_cap - 1)) {
+            dindex *d = v->dix[i];
+            if (!d)
+                break;
+            if (d->node == node && d->chars == chars && !memcmp(d->set, set, 32)) {
+                found = d;
+                break;
+            }
+        }
+    }
+    if (!found && v->dix_bytes < DINDEX_MAX_BYTES) {
+        if ((v->dix_n + 1) * 2 > v->dix_cap) {
+            size_t ncap = v->dix_cap ? v->dix_cap * 2 : 64;
+            dindex **nt = calloc(ncap, sizeof *nt);
+            if (nt) {
+                for (size_t i = 0; i < v->dix_cap; i++) {
+                    dindex *d = v->dix[i];
+                    if (!d)
+                        continue;
+                    size_t j = dindex_key(d->node, d->set, d->chars) & (ncap - 1);
+                    while (nt[j])
+                        j = (j + 1) & (ncap - 1);
+                    nt[j] = d;
+                }
+                free(v->dix);
+                v->dix = nt;
+                v->dix_cap = ncap;
+            }
+        }
+        if ((v->dix_n + 1) * 2 <= v->dix_cap && (found = dindex_build(v, node, set, chars))) {
+            size_t j = h & (v->dix_cap - 1);
+            while (v->dix[j])
+                j = (j + 1) & (v->dix_cap - 1);
+            v->dix[j] = found;
+            v->dix_n++;
+            v->dix_bytes += found->bytes;
+        }
+    }
+    pthread_mutex_unlock(&v->dmu);
+    return found;
+}
+
+static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, uint32_t *mask);
+static void visit(gpool *p, const grammar_vocab *v, const tnode *c, uint32_t s2, uint32_t *mask);
+
+/* The tokens of node n's subtree accepted from s (the state after n's bytes), by the
+ * restricted-alphabet index of s's dominant set. False, with the mask untouched, when it
+ * does not apply (then the caller walks). */
+static bool dwalk(gpool *p, const grammar_vocab *v, const tnode *n, uint32_t s, uint32_t *mask)
+{
+    uint32_t succ;
+    const uint8_t *dom = dom_info(p, s, &succ);
+    if (!dom || succ == ST_DEAD)
+        return false;
+    uint8_t D[32];
+    memcpy(D, dom, 32);
+    /* character mode when every valid non-ASCII character follows the dominant bytes */
+    bool chars = p->loop_na[p->sloop[s] - 1] != 0;
+    if (chars)
+        memset(D + 16, 0, 16);
+    int nd = 0;
+    for (int i = 0; i < 32; i++)
+        nd += popcount32(D[i]);
+    if (nd < (chars ? 1 : 2))
+        return false;
+    uint32_t R = chars ? free_run_chars(p, s) : free_run(p, s);
+    if (R == 0 || p->error)
+        return false;
+    const dindex *ix = vocab_dindex((grammar_vocab *)v, (uint32_t)(n - v->nodes), D, chars);
+    if (!ix)
+        return false;
+    /* the chain t_0 = s, t_1, ... along which D bytes lead */
+    uint32_t need = ix->maxd > ix->pure_maxlen ? ix->maxd : ix->pure_maxlen;
+    uint32_t K = R < need ? R : need;
+    uint32_t chain_small[64], *chain = K < 64 ? chain_small : malloc(((size_t)K + 1) * sizeof *chain);
+    if (!chain)
+        return false;
+    chain[0] = s;
+    for (uint32_t i = 1; i <= K; i++) {
+        uint32_t nx;
+        if (!dom_info(p, chain[i - 1], &nx) || nx == ST_DEAD) {
+            if (chain != chain_small)
+                free(chain);
+            return false;
+        }
+        chain[i] = nx;
+    }
+    /* paths longer than the run: decided only when the run's end takes no byte of D */
+    if (need > R) {
+        uint32_t tR = chain[K];
+        bool open = false;
+        for (int i = 0; i < 32; i++)
+            open |= (D[i] & p->sallow[tR][i]) != 0;
+        for (int b = 0xC2; chars && b <= 0xF4; b++) /* a character could start there */
+            open |= (p->sallow[tR][b >> 3] & (1u << (b & 7))) != 0;
+        if (open) {
+            if (chain != chain_small)
+                free(chain);
+            return false;
+        }
+    }
+    /* pure tokens of at most R bytes */
+    uint32_t i = 0;
+    if (ix->cum) {
+        uint32_t L = R < ix->ncum ? R : ix->ncum;
+        size_t words = grammar_vocab_mask_words(v);
+        const uint32_t *cm = ix->cum + (size_t)(L - 1) * words;
+        for (size_t w = 0; w < words; w++)
+            mask[w] |= cm[w];
+        while (i < ix->n_pure && ix->pure[i][1] <= L)
+            i++;
+    }
+    for (; i < ix->n_pure && ix->pure[i][1] <= R; i++)
+        mask[ix->pure[i][0] >> 5] |= 1u << (ix->pure[i][0] & 31);
+    /* exits: a token leaving D after d bytes goes on from chain state t_d */
+    uint32_t dmax = ix->maxd < K ? ix->maxd : K;
+    for (uint32_t dd = 0; dd <= dmax && !p->error; dd++) {
+        uint32_t td = chain[dd];
+        for (int w = 0; w < 32; w++) {
+            uint8_t bits = ix->xset[dd][w] & p->sallow[td][w];
+            for (; bits; bits &= (uint8_t)(bits - 1)) {
+                uint8_t b = (uint8_t)(w * 8 + __builtin_ctz(bits));
+                uint32_t s3 = advance(p, td, b);
+                if (s3 == ST_DEAD)
+                    continue;
+                uint32_t g = dd * 256 + b;
+                for (uint32_t q = ix->goff[g]; q < ix->goff[g + 1] && !p->error; q++) {
+                    p->stats.trie_nodes_visited++;
+                    visit(p, v, &v->nodes[ix->gnodes[q]], s3, mask);
+                }
+            }
+        }
+    }
+    if (chain != chain_small)
+        free(chain);
+    return true;
+}
+
+/* Tokens of subtree c accepted from s2, the state after c's bytes. */
+static void visit(gpool *p, const grammar_vocab *v, const tnode *c, uint32_t s2, uint32_t *mask)
+{
+    set_range(mask, v->sorted, c->lo, c->ehi);
+    if (!c->n_child)
+        return;
+    uint32_t upto = 0;
+    int acc = c->sub ? all_accepted(p, s2, v, c, &upto) : ACC_NONE;
+    if (acc == ACC_UPTO) {
+        const uint32_t (*bl)[2] = (const uint32_t (*)[2])v->bylen + c->bylen;
+        uint32_t n = c->hi - c->ehi;
+        for (uint32_t i = 0; i < n && bl[i][1] <= upto; i++)
+            mask[bl[i][0] >> 5] |= 1u << (bl[i][0] & 31);
+        return;
+    }
+    if (acc == ACC_ALL) {
+        if (c->big) {
+            size_t words = grammar_vocab_mask_words(v);
+            const uint32_t *bm = v->bigmasks + (size_t)(c->big - 1) * words;
+            for (size_t w = 0; w < words; w++)
+                mask[w] |= bm[w];
+        } else {
+            set_range(mask, v->sorted, c->ehi, c->hi);
+        }
+        return;
+    }
+    if (c->hi - c->ehi >= DWALK_MIN_TOKENS && dwalk(p, v, c, s2, mask))
+        return;
+    walk(p, v, c, s2, mask);
+}
+
 static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, uint32_t *mask)
 {
     const tnode *ch = v->nodes + nd->child;
@@ -2138,30 +2544,7 @@ static void walk(gpool *p, const grammar_vocab *v, const tnode *nd, uint32_t s, 
         uint32_t s2 = advance(p, s, b);
         if (s2 == ST_DEAD)
             continue;
-        set_range(mask, v->sorted, c->lo, c->ehi);
-        if (!c->n_child)
-            continue;
-        uint32_t upto = 0;
-        int acc = c->sub ? all_accepted(p, s2, v, c, &upto) : ACC_NONE;
-        if (acc == ACC_UPTO) {
-            const uint32_t (*bl)[2] = (const uint32_t (*)[2])v->bylen + c->bylen;
-            uint32_t n = c->hi - c->ehi;
-            for (uint32_t i = 0; i < n && bl[i][1] <= upto; i++)
-                mask[bl[i][0] >> 5] |= 1u << (bl[i][0] & 31);
-            continue;
-        }
-        if (acc == ACC_ALL) {
-            if (c->big) {
-                size_t words = grammar_vocab_mask_words(v);
-                const uint32_t *bm = v->bigmasks + (size_t)(c->big - 1) * words;
-                for (size_t w = 0; w < words; w++)
-                    mask[w] |= bm[w];
-            } else {
-                set_range(mask, v->sorted, c->ehi, c->hi);
-            }
-            continue;
-        }
-        walk(p, v, c, s2, mask);
+        visit(p, v, c, s2, mask);
         if (p->error)
             return;
     }
@@ -2185,7 +2568,9 @@ static int32_t fill_mask_nl(grammar_matcher *m, const grammar_vocab *v, uint32_t
         return p->mask_counts[*slot];
     }
     memset(bitmask, 0, words * sizeof *bitmask);
-    walk(p, v, &v->nodes[0], m->state, bitmask);
+    const tnode *root = &v->nodes[0];
+    if (root->hi - root->ehi < DWALK_MIN_TOKENS || !dwalk(p, v, root, m->state, bitmask))
+        walk(p, v, root, m->state, bitmask);
     if (p->error) {
         memset(bitmask, 0, words * sizeof *bitmask);
         return 0;

@@ -501,6 +501,49 @@ static void test_masks_llama3(void **state)
     mask_walks("vocab/ggml-vocab-llama-bpe.gguf", gs, sizeof gs / sizeof gs[0]);
 }
 
+/* Restricted alphabets (the restricted-alphabet index of grammar.c): counted runs over
+ * small byte sets that tokens leave in the middle (email, hex, labels), bounded and
+ * unbounded string bodies in character mode (non-ASCII characters in the alphabet, tokens
+ * cut inside a character), non-ASCII classes in byte mode, runs whose end takes more bytes
+ * of the alphabet; every mask against brute force on the 128K Llama 3 vocabulary. */
+static void test_masks_restricted(void **state)
+{
+    (void)state;
+    const char *gs[] = {
+        "root ::= [a-zA-Z0-9_+-]{1,32} (\".\" [a-zA-Z0-9_+-]{1,32}){0,3} \"@\" [a-z0-9]{1,10} \".\" [a-z]{2,4}\n",
+        "root ::= [0-9a-f]{8} \"-\" [0-9a-fA-F]{4} \"-\" [0-9]{3}\n",
+        "root ::= \"\\\"\" [^\"\\\\\\x00-\\x1F]{0,12} \"\\\",\" [0-9]\n",
+        "root ::= \"\\\"\" [^\"\\\\]* \"\\\"\"\n",
+        "root ::= [0-9]+ (\".\" [0-9]+)? \"e\"\n",
+        "root ::= [a-z]{2,5} [a-z0-9]* \"!\"\n",
+        "root ::= [α-ω]{1,8} \".\" [a-z]{0,3}\n",
+        /* runs that end where more of the alphabet may follow */
+        "root ::= [a-z]{3} [a-m]{2} \"!\"\n",
+        "root ::= \"\\\"\" [^\"\\\\]{2} [a-zé]{0,3} \"\\\"\"\n",
+    };
+    mask_walks("vocab/ggml-vocab-llama-bpe.gguf", gs, sizeof gs / sizeof gs[0]);
+    /* the index is what answers: a fresh mask inside the email's local part visits a few
+     * hundred trie nodes, not the tens of thousands of in-alphabet prefixes */
+    vocab_fixture f = load_vocab("vocab/ggml-vocab-llama-bpe.gguf");
+    uint32_t *mask = malloc(grammar_vocab_mask_words(f.v) * 4);
+    grammar *g = gbnf(gs[0]);
+    grammar_matcher *m = grammar_matcher_new(g);
+    assert_true(grammar_matcher_accept_bytes(m, "abc", 3));
+    grammar_stats a, b;
+    grammar_matcher_stats(m, &a);
+    int32_t n = grammar_fill_mask(m, f.v, mask);
+    grammar_matcher_stats(m, &b);
+    printf("email local part: %d tokens allowed, %llu trie nodes visited\n", n,
+           (unsigned long long)(b.trie_nodes_visited - a.trie_nodes_visited));
+    assert_true(n > 10000);
+    assert_true(b.trie_nodes_visited - a.trie_nodes_visited < 3000);
+    grammar_matcher_free(m);
+    grammar_free(g);
+    free(mask);
+    grammar_vocab_free(f.v);
+    gguf_close(f.g);
+}
+
 static void test_masks_spm(void **state)
 {
     (void)state;
@@ -626,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_vocab_from_tokenizer),
         cmocka_unit_test(test_masks_llama3),
         cmocka_unit_test(test_masks_spm),
+        cmocka_unit_test(test_masks_restricted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
