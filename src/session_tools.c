@@ -261,9 +261,35 @@ static int hermes_body(const pctx *x, const char *b, const char *be, json_t *cal
     return rc;
 }
 
-static int parse_hermes(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err, size_t errlen)
+/* <tool_call>{..}</tool_call>: the JSON value is read first, so a string argument may
+ * hold "</tool_call>"; an unreadable body falls back to the text up to the closing tag. */
+static int parse_hermes(const pctx *x, const char *s, const char *end, json_t *calls, sbuf *content, char *err,
+                        size_t errlen)
 {
-    return sections(x, s, end, "<tool_call>", "</tool_call>", hermes_body, calls, content, err, errlen);
+    const char *p = s;
+    for (;;) {
+        const char *o = find(p, end, "<tool_call>");
+        if (!o) {
+            sb_add(content, p, (size_t)(end - p));
+            return 0;
+        }
+        sb_add(content, p, (size_t)(o - p));
+        const char *b = skip_ws(o + 11, end), *next = NULL;
+        json_t *v = json_at(b, end, &next);
+        if (v) {
+            int rc = add_call_object(x, calls, v, err, errlen);
+            json_decref(v);
+            if (rc)
+                return -1;
+            const char *c = find(next, end, "</tool_call>");
+            p = c ? c + 12 : end;
+            continue;
+        }
+        const char *c = find(b, end, "</tool_call>");
+        if (hermes_body(x, b, c ? c : end, calls, err, errlen))
+            return -1;
+        p = c ? c + 12 : end;
+    }
 }
 
 /* <function=name>\n<parameter=k>\nv\n</parameter>\n</function> */

@@ -129,6 +129,9 @@ static void test_tool_syntaxes(void **state)
                  "<tool_call>{\"name\":\"time\",\"arguments\":{}}</tool_call>",
                  W2, "");
     expect_calls(ORC_TOOL_SYNTAX_HERMES, "No tools needed.", "[]", "No tools needed.");
+    expect_calls(ORC_TOOL_SYNTAX_HERMES,
+                 "<tool_call>\n{\"name\": \"w\", \"arguments\": {\"s\": \"a</tool_call>b\"}}\n</tool_call> done",
+                 "[{\"name\":\"w\",\"arguments\":{\"s\":\"a</tool_call>b\"}}]", "done");
     expect_calls(ORC_TOOL_SYNTAX_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"days\": 2}}", W1, "");
     expect_calls(ORC_TOOL_SYNTAX_LLAMA3,
                  "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"days\": 2}}; "
