@@ -95,7 +95,8 @@ bool orc_quant_amx(void)
 
 uint32_t orc_matmul_act_type(uint32_t wtype, int64_t n, int64_t n_tok)
 {
-    return orc_quant_amx() && orc_amx_handles(wtype, n, n_tok) ? (wtype & 0xFF) : wtype;
+    /* the tiles read plain 32-element activation blocks (those of Q8_0) */
+    return orc_quant_amx() && orc_amx_handles(wtype, n, n_tok) ? ORC_DT_Q8_0 : wtype;
 }
 
 /* Kernel table slot of a weight type id, or -1. */

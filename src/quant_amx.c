@@ -1,4 +1,4 @@
-/* quant_amx.c - batched (prefill) products of Q4_0 and Q8_0 weights, plain or repacked,
+/* quant_amx.c - batched (prefill) products of Q4_0, Q8_0 and Q4_K weights, plain or repacked,
  * with Intel AMX int8 tiles. Only this file is compiled for AMX (target attribute), and
  * quant.c calls it only when cpu.c found AMX usable and the batch is large enough.
  *
@@ -81,22 +81,75 @@ AMX_TARGET static inline __m256i block_i8(uint32_t base, bool rp, const uint8_t 
     return _mm256_loadu_si256((const __m256i *)(blk + 2));
 }
 
+/* Q4_K row j of the panel: each 32-element sub-block becomes a block with codes 0..15,
+ * scale d * sc and min dmin * m (weight = scale * code - min). */
+AMX_TARGET static void q4k_panel_row(bool rp, const uint8_t *row, int64_t b0, int kb, int j, uint8_t *panel,
+                                     float *dw, float *mw)
+{
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int i = 0; i < kb; i += 8) {
+        blk_q4_K sb;
+        memcpy(&sb, row + (size_t)((b0 + i) / 8) * sizeof(blk_q4_K), sizeof sb);
+        float d = _cvtsh_ss(sb.d), dmin = _cvtsh_ss(sb.dmin);
+        for (int sub = 0; sub < 8; sub++) {
+            int sc, m;
+            if (sub < 4) {
+                sc = sb.scales[sub] & 63;
+                m = sb.scales[sub + 4] & 63;
+            } else {
+                sc = (sb.scales[sub + 4] & 0xF) | ((sb.scales[sub - 4] >> 6) << 4);
+                m = (sb.scales[sub + 4] >> 4) | ((sb.scales[sub] >> 6) << 4);
+            }
+            const uint8_t *q = sb.qs + 32 * (sub / 2);
+            __m128i lo, hi;
+            if (rp) {
+                /* repacked (quant_impl.h): sub-block k's byte 4s + i at qs[32 s + 4 k + i],
+                 * low nibble = element 4s + i, high nibble = element 16 + 4s + i */
+                __m128i g = _mm_i32gather_epi32((const int *)(sb.qs + 4 * sub), _mm_setr_epi32(0, 32, 64, 96), 1);
+                lo = _mm_and_si128(g, m4);
+                hi = _mm_and_si128(_mm_srli_epi16(g, 4), m4);
+            } else {
+                /* plain: sub-blocks 2j and 2j + 1 are the low and high nibbles of qs[32 j..] */
+                lo = _mm_loadu_si128((const __m128i *)q);
+                hi = _mm_loadu_si128((const __m128i *)(q + 16));
+                int sh = (sub & 1) * 4;
+                lo = _mm_and_si128(_mm_srl_epi16(lo, _mm_cvtsi32_si128(sh)), m4);
+                hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(sh)), m4);
+            }
+            uint32_t v[8];
+            _mm_storeu_si128((__m128i *)v, lo);
+            _mm_storeu_si128((__m128i *)(v + 4), hi);
+            int b = i + sub;
+            dw[16 * b + j] = d * (float)sc;
+            mw[16 * b + j] = dmin * (float)m;
+            uint32_t *dst = (uint32_t *)(panel + 512 * b) + j;
+            for (int k4 = 0; k4 < 8; k4++)
+                dst[16 * k4] = v[k4];
+        }
+    }
+}
+
 /* Unpacks blocks [b0, b0 + kb) of rows [0, nr) of W (nr <= 16; missing rows are zero)
  * into the VNNI panel: block b0 + i at panel + 512 i, byte 64 k4 + 4 j + q = weight (row
  * j, element 32 (b0 + i) + 4 k4 + q); scales at dw[16 i + j]. */
 AMX_TARGET static void unpack_panel(uint32_t base, bool rp, const uint8_t *W, size_t ws, int64_t nb,
-                                    int64_t b0, int kb, int nr, uint8_t *panel, float *dw,
+                                    int64_t b0, int kb, int nr, uint8_t *panel, float *dw, float *mw,
                                     const uint8_t *pf, size_t pf_bytes)
 {
     if (nr < 16) {
         memset(panel, 0, (size_t)kb * 512);
         memset(dw, 0, (size_t)kb * 16 * sizeof(float));
+        memset(mw, 0, (size_t)kb * 16 * sizeof(float));
     }
     for (int j = 0; j < nr; j++) {
         const uint8_t *row = W + (size_t)j * ws;
         if (pf) /* the next panel's weights arrive while the tokens pass over this one */
             for (size_t o = 0; o < pf_bytes; o += 64)
                 _mm_prefetch((const char *)pf + (size_t)j * ws + o, _MM_HINT_T1);
+        if (base == ORC_DT_Q4_K) {
+            q4k_panel_row(rp, row, b0, kb, j, panel, dw, mw);
+            continue;
+        }
         for (int i = 0; i < kb; i++) {
             float d;
             __m256i v = block_i8(base, rp, row, b0 + i, nb, &d);
@@ -119,8 +172,8 @@ typedef struct {
 
 /* nt <= 16 tokens x the panel's kb blocks, added to Y when acc_y (later K chunks), else
  * stored. */
-AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb, act_view a, float *Y,
-                                   int64_t ldy, int nt, int nr, bool acc_y)
+AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, const float *mw, int kb, act_view a,
+                                   float *Y, int64_t ldy, int nt, int nr, bool acc_y)
 {
     __mmask16 m = (__mmask16)((1u << nr) - 1);
     __m512 acc[16];
@@ -146,6 +199,20 @@ AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb
         __m512 wd = _mm512_loadu_ps(dw + 16 * b);
         const int32_t(*cb)[16] = c[b & 1];
         const uint8_t *dp = a.d + (size_t)b * a.step;
+        if (mw) {
+            /* weights with mins: sum_k (s q_k - m) d_x x_k = d_x (s C - m sum_k x_k) */
+            __m512 wm = _mm512_loadu_ps(mw + 16 * b);
+            for (int t = 0; t < nt; t++) {
+                float xd;
+                int32_t xsum;
+                memcpy(&xd, dp + (size_t)t * a.dstride, sizeof xd);
+                memcpy(&xsum, dp + (size_t)t * a.dstride + offsetof(blk_q8a, sum), sizeof xsum);
+                __m512 s = _mm512_mul_ps(wd, _mm512_set1_ps(xd));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb[t])), s, acc[t]);
+                acc[t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(xd * (float)xsum), acc[t]);
+            }
+            continue;
+        }
         for (int t = 0; t < nt; t++) {
             float xd;
             memcpy(&xd, dp + (size_t)t * a.dstride, sizeof xd);
@@ -169,6 +236,8 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
     int64_t nb = n / QK;
     uint8_t panel[KCH * 512] __attribute__((aligned(64)));
     float dw[KCH * 16] __attribute__((aligned(64)));
+    float mwb[KCH * 16] __attribute__((aligned(64)));
+    float *mw = base == ORC_DT_Q4_K ? mwb : NULL;
     int cur = 16;
     configure(cur);
     for (int64_t r = r0; r < r1; r += 16) {
@@ -176,7 +245,7 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
         for (int64_t b0 = 0; b0 < nb; b0 += KCH) {
             int kb = nb - b0 < KCH ? (int)(nb - b0) : KCH;
             /* prefetch the next K chunk of these rows, or the first chunk of the next rows */
-            size_t bsz = base == ORC_DT_Q4_0 ? sizeof(blk_q4_0) : sizeof(blk_q8_0);
+            size_t bsz = base == ORC_DT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0); /* bytes per 32 */
             const uint8_t *pf = NULL;
             size_t pf_bytes = 0;
             if (b0 + kb < nb) {
@@ -187,7 +256,7 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
                 pf_bytes = (size_t)(nb < KCH ? nb : KCH) * bsz;
             }
             unpack_panel(base, rp, (const uint8_t *)W + (size_t)r * ws, ws, nb, b0, kb, nr, panel, dw,
-                         pf, pf_bytes);
+                         mw ? mw : mwb, pf, pf_bytes);
             for (int64_t t = 0; t < n_tok; t += 16) {
                 int nt = n_tok - t < 16 ? (int)(n_tok - t) : 16;
                 if (nt != cur)
@@ -197,7 +266,7 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
                 a.q = a.d + offsetof(blk_q8a, qs);
                 a.qstride = a.dstride = xs;
                 a.step = sizeof(blk_q8a);
-                tile_tokens(panel, dw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+                tile_tokens(panel, dw, mw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
             }
         }
     }
@@ -207,8 +276,8 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
 bool orc_amx_handles(uint32_t wtype, int64_t n, int64_t n_tok)
 {
     uint32_t base = wtype & 0xFF;
-    return n_tok >= ORC_AMX_MIN_TOKENS && n > 0 && n % QK == 0 &&
-           (base == ORC_DT_Q4_0 || base == ORC_DT_Q8_0) &&
+    return n_tok >= ORC_AMX_MIN_TOKENS && n > 0 && n % (base == ORC_DT_Q4_K ? QKK : QK) == 0 &&
+           (base == ORC_DT_Q4_0 || base == ORC_DT_Q8_0 || base == ORC_DT_Q4_K) &&
            (wtype == base || wtype == (base | ORC_QUANT_REPACKED));
 }
 

@@ -577,6 +577,30 @@ static void test_ref_dot_vs_dequant(void **state)
     free(x);
 }
 
+/* |y - x.w| <= 1% of sum |w_i x_i| against the float dot of the dequantized weights: for
+ * products whose activations are rounded differently from the scalar reference. */
+static void check_vs_float(const char *what, uint32_t t, const uint8_t *w, size_t ws, int64_t n,
+                           const float *x, int64_t nt, const float *y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    float *wf = malloc(sizeof(float) * n);
+    for (int64_t r = r0; r < r1; r++) {
+        orc_dequant_row(t, w + r * ws, wf, n);
+        for (int64_t tt = 0; tt < nt; tt++) {
+            double want = 0, mag = 0;
+            for (int64_t i = 0; i < n; i++) {
+                want += (double)wf[i] * x[tt * n + i];
+                mag += fabs((double)wf[i] * x[tt * n + i]);
+            }
+            double got = y[tt * ldy + r];
+            if (!(fabs(got - want) <= 0.01 * mag + 1e-6))
+                fail_msg("%s %s n=%lld n_tok=%lld row %lld tok %lld: %g, float dot %g (tol %g)", what,
+                         orc_dtype_name(t), (long long)n, (long long)nt, (long long)r, (long long)tt, got,
+                         want, 0.01 * mag);
+        }
+    }
+    free(wf);
+}
+
 static void check_isa(const char *isa)
 {
     static const int64_t sizes[] = {32, 256, 288, 4096 + 256, 4096 + 32 * 7, 37};
@@ -637,14 +661,20 @@ static void check_isa(const char *isa)
                 double mx = 0;
                 for (int64_t i = 0; i < ldy * nt; i++)
                     mx = fmax(mx, fabs(yr[i]));
-                for (int64_t tt = 0; tt < nt; tt++) {
+                /* AMX tiles take K-quant activations in 32-element blocks instead of Q8_K's
+                 * 256: a different (finer) rounding of x, not the same arithmetic */
+                bool other_act = orc_act_format(orc_matmul_act_type(t, n, nt)) != orc_act_format(t);
+                double tol_abs = 2e-5 * mx;
+                if (other_act)
+                    check_vs_float(isa, t, w, ws, n, x, nt, yi, ldy, r0, r1);
+                for (int64_t tt = 0; tt < nt && !other_act; tt++) {
                     for (int64_t r = 0; r < ldy; r++) {
                         float a = yr[tt * ldy + r], b = yi[tt * ldy + r];
                         bool inside = r >= r0 && r < r1;
                         if (!inside && b != 0.0f)
                             fail_msg("%s %s: wrote outside the row range (row %lld)", isa,
                                      orc_dtype_name(t), (long long)r);
-                        if (inside && !(fabs(a - b) <= 2e-5 * mx + 1e-4 * fabs(a) + 1e-7))
+                        if (inside && !(fabs(a - b) <= tol_abs + 1e-4 * fabs(a) + 1e-7))
                             fail_msg("%s %s n=%lld n_tok=%lld row %lld tok %lld: %.7g vs scalar %.7g",
                                      isa, orc_dtype_name(t), (long long)n, (long long)nt,
                                      (long long)r, (long long)tt, b, a);
@@ -719,7 +749,7 @@ static void test_kernels_avx512(void **state)
     check_isa("avx512");
 }
 
-/* AMX tiles (Q4_0/Q8_0, plain and repacked, >= 16 tokens): panels of 16 rows with a
+/* AMX tiles (Q4_0/Q8_0/Q4_K, plain and repacked, >= 16 tokens): panels of 16 rows with a
  * partial last one, several K chunks of 64 blocks, partial token tiles, a padded row
  * stride; against the scalar reference. */
 static void test_kernels_amx(void **state)
@@ -729,14 +759,16 @@ static void test_kernels_amx(void **state)
         orc_quant_set_isa("auto");
         skip();
     }
-    static const int64_t sizes[] = {32, 288, 2048 + 256, 4096 + 32 * 7};
+    static const int64_t sizes[] = {32, 288, 256 * 3, 2048 + 256, 4096 + 32 * 7, 256 * 70};
     static const int64_t toks[] = {16, 17, 31, 48};
-    static const uint32_t types[] = {ORC_DT_Q4_0, ORC_DT_Q8_0};
+    static const uint32_t types[] = {ORC_DT_Q4_0, ORC_DT_Q8_0, ORC_DT_Q4_K};
     const int64_t rows = 37, r0 = 1, r1 = 36;
-    for (size_t k = 0; k < 2; k++)
+    for (size_t k = 0; k < 3; k++)
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
             uint32_t t = types[k];
             int64_t n = sizes[si];
+            if (n % orc_dtype_get(t)->blck)
+                continue;
             size_t ws = orc_dtype_row_size(t, n) + (si & 1) * orc_dtype_get(t)->size;
             uint8_t *w = malloc(ws * rows), *w2 = malloc(ws * rows);
             for (int64_t r = 0; r < rows; r++)
@@ -748,8 +780,8 @@ static void test_kernels_amx(void **state)
                 x[i] = frand() * (i % 5 == 0 ? 3.0f : 1.0f);
             for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
                 int64_t nt = toks[ti], ldy = rows + 2;
-                assert_int_equal(orc_matmul_act_type(t, n, nt), t);
-                assert_int_equal(orc_matmul_act_type(rt, n, nt), t);
+                assert_int_equal(orc_matmul_act_type(t, n, nt), ORC_DT_Q8_0);
+                assert_int_equal(orc_matmul_act_type(rt, n, nt), ORC_DT_Q8_0);
                 float *yr = calloc((size_t)(ldy * nt), sizeof(float));
                 float *ya = calloc((size_t)(ldy * nt), sizeof(float));
                 float *yp = calloc((size_t)(ldy * nt), sizeof(float));
@@ -761,15 +793,24 @@ static void test_kernels_amx(void **state)
                 double mx = 0;
                 for (int64_t i = 0; i < ldy * nt; i++)
                     mx = fmax(mx, fabs(yr[i]));
-                for (int64_t tt = 0; tt < nt; tt++)
+                /* Q4_K: activations in 32-element blocks here, Q8_K's 256 in the reference */
+                bool other_act = t == ORC_DT_Q4_K;
+                double tol_abs = 2e-5 * mx;
+                if (other_act) {
+                    check_vs_float("amx", t, w, ws, n, x, nt, ya, ldy, r0, r1);
+                    for (int64_t i = 0; i < ldy * nt; i++)
+                        if (ya[i] != yp[i])
+                            fail_msg("amx q4_K: repacked differs at %lld", (long long)i);
+                }
+                for (int64_t tt = 0; tt < nt && !other_act; tt++)
                     for (int64_t r = 0; r < ldy; r++) {
                         size_t i = (size_t)(tt * ldy + r);
                         bool inside = r >= r0 && r < r1;
                         if (!inside && (ya[i] != 0.0f || yp[i] != 0.0f))
                             fail_msg("amx %s: wrote outside the row range (row %lld)", orc_dtype_name(t),
                                      (long long)r);
-                        if (inside && (!(fabs(ya[i] - yr[i]) <= 2e-5 * mx + 1e-4 * fabs(yr[i]) + 1e-7) ||
-                                       !(fabs(yp[i] - yr[i]) <= 2e-5 * mx + 1e-4 * fabs(yr[i]) + 1e-7)))
+                        if (inside && (!(fabs(ya[i] - yr[i]) <= tol_abs + 1e-4 * fabs(yr[i]) + 1e-7) ||
+                                       !(fabs(yp[i] - yr[i]) <= tol_abs + 1e-4 * fabs(yr[i]) + 1e-7)))
                             fail_msg("amx %s n=%lld n_tok=%lld row %lld tok %lld: %.7g / repacked %.7g vs "
                                      "scalar %.7g", orc_dtype_name(t), (long long)n, (long long)nt,
                                      (long long)r, (long long)tt, ya[i], yp[i], yr[i]);
