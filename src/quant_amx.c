@@ -1,4 +1,4 @@
-/* quant_amx.c - batched (prefill) products of Q4_0, Q8_0 and Q4_K weights, plain or repacked,
+/* quant_amx.c - batched (prefill) products of Q4_0, Q8_0, Q4_K and Q6_K weights, plain or repacked,
  * with Intel AMX int8 tiles. Only this file is compiled for AMX (target attribute), and
  * quant.c calls it only when cpu.c found AMX usable and the batch is large enough.
  *
@@ -28,18 +28,21 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
-/* tiles: 0 = C (nt x 16 int32), 1 = A (nt tokens x 32 bytes), 2 = B (8 x 64 bytes) */
-AMX_TARGET static void configure(int nt)
+/* tiles: 0 = C (nt x 16 int32), 1 = A (nt tokens x 32 bytes), 2 = B (8 x 64 bytes); with
+ * halves (Q6_K's 16-element groups), 0-2 and 3-5 are two such sets with K = 16 */
+AMX_TARGET static void configure(int nt, bool halves)
 {
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    cfg.rows[0] = (uint8_t)nt;
-    cfg.colsb[0] = 64;
-    cfg.rows[1] = (uint8_t)nt;
-    cfg.colsb[1] = 32;
-    cfg.rows[2] = 8;
-    cfg.colsb[2] = 64;
+    for (int s = 0; s < (halves ? 2 : 1); s++) {
+        cfg.rows[3 * s] = (uint8_t)nt;
+        cfg.colsb[3 * s] = 64;
+        cfg.rows[3 * s + 1] = (uint8_t)nt;
+        cfg.colsb[3 * s + 1] = halves ? 16 : 32;
+        cfg.rows[3 * s + 2] = halves ? 4 : 8;
+        cfg.colsb[3 * s + 2] = 64;
+    }
     _tile_loadconfig(&cfg);
 }
 
@@ -129,6 +132,54 @@ AMX_TARGET static void q4k_panel_row(bool rp, const uint8_t *row, int64_t b0, in
     }
 }
 
+/* 16 signed codes (q - 32) of group g (0..15) of a Q6_K super-block, plain or repacked. */
+AMX_TARGET static inline __m128i q6k_group(const blk_q6_K *sb, int g, bool rp)
+{
+    int h = g / 8, k = g % 8;
+    __m128i lo, hi;
+    if (rp) {
+        /* quant_impl.h: element 4 s4 + i: low nibble of ql[64h + 32 (s4 % 2) + 4k + i]
+         * (high nibble when s4 >= 2), high bits (qh[32h + 4k + i] >> 2 s4) & 3 */
+        uint32_t d0, d1, q;
+        memcpy(&d0, sb->ql + 64 * h + 4 * k, 4);
+        memcpy(&d1, sb->ql + 64 * h + 32 + 4 * k, 4);
+        memcpy(&q, sb->qh + 32 * h + 4 * k, 4);
+        __m128i v = _mm_setr_epi32((int)d0, (int)d1, (int)d0, (int)d1);
+        lo = _mm_and_si128(_mm_srlv_epi64(v, _mm_set_epi64x(4, 0)), _mm_set1_epi8(0x0F));
+        hi = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)q), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+    } else {
+        /* plain: element e = 32 qq + l of half h: low 4 bits from ql[64h + 32 (qq & 1) + l]
+         * (>> 4 when qq >= 2), high 2 bits (qh[32h + l] >> 2 qq) & 3 */
+        int qq = k / 2, l = 16 * (k & 1);
+        lo = _mm_loadu_si128((const __m128i *)(sb->ql + 64 * h + 32 * (qq & 1) + l));
+        lo = _mm_and_si128(_mm_srl_epi16(lo, _mm_cvtsi32_si128(4 * (qq >> 1))), _mm_set1_epi8(0x0F));
+        hi = _mm_loadu_si128((const __m128i *)(sb->qh + 32 * h + l));
+        hi = _mm_and_si128(_mm_srl_epi16(hi, _mm_cvtsi32_si128(2 * qq)), _mm_set1_epi8(3));
+    }
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
+/* Q6_K row j: 32-element block b = groups 2b', 2b' + 1 of its super-block, each 16 codes
+ * in a 4 x 64 byte half-panel (panel + 512 b + 256 half), scales in dw (first group) and
+ * d2 (second). */
+AMX_TARGET static void q6k_panel_row(bool rp, const uint8_t *row, int64_t b0, int kb, int j, uint8_t *panel,
+                                     float *dw, float *d2)
+{
+    for (int i = 0; i < kb; i += 8) {
+        const blk_q6_K *sb = (const blk_q6_K *)(row + (size_t)((b0 + i) / 8) * sizeof(blk_q6_K));
+        float d = _cvtsh_ss(sb->d);
+        for (int g = 0; g < 16; g++) {
+            uint32_t v[4];
+            _mm_storeu_si128((__m128i *)v, q6k_group(sb, g, rp));
+            int b = i + g / 2, half = g & 1;
+            (half ? d2 : dw)[16 * b + j] = d * (float)sb->scales[g];
+            uint32_t *dst = (uint32_t *)(panel + 512 * b + 256 * half) + j;
+            for (int k4 = 0; k4 < 4; k4++)
+                dst[16 * k4] = v[k4];
+        }
+    }
+}
+
 /* Unpacks blocks [b0, b0 + kb) of rows [0, nr) of W (nr <= 16; missing rows are zero)
  * into the VNNI panel: block b0 + i at panel + 512 i, byte 64 k4 + 4 j + q = weight (row
  * j, element 32 (b0 + i) + 4 k4 + q); scales at dw[16 i + j]. */
@@ -148,6 +199,10 @@ AMX_TARGET static void unpack_panel(uint32_t base, bool rp, const uint8_t *W, si
                 _mm_prefetch((const char *)pf + (size_t)j * ws + o, _MM_HINT_T1);
         if (base == ORC_DT_Q4_K) {
             q4k_panel_row(rp, row, b0, kb, j, panel, dw, mw);
+            continue;
+        }
+        if (base == ORC_DT_Q6_K) {
+            q6k_panel_row(rp, row, b0, kb, j, panel, dw, mw);
             continue;
         }
         for (int i = 0; i < kb; i++) {
@@ -224,6 +279,47 @@ AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, const 
         _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
 }
 
+/* As tile_tokens, for blocks made of two 16-element groups with their own scales (dw for
+ * the first, d2 for the second): two K = 16 products per block. */
+AMX_TARGET static void tile_tokens_halves(const uint8_t *panel, const float *dw, const float *d2, int kb,
+                                          act_view a, float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+{
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    __m512 acc[16];
+    for (int t = 0; t < 16; t++)
+        acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
+    int32_t c[2][2][16][16] __attribute__((aligned(64)));
+    for (int b = -1; b < kb; b++) {
+        if (b + 1 < kb) {
+            const uint8_t *q = a.q + (size_t)(b + 1) * a.step;
+            const uint8_t *p = panel + 512 * (b + 1);
+            _tile_zero(0);
+            _tile_zero(3);
+            _tile_loadd(1, q, (long)a.qstride);
+            _tile_loadd(2, p, 64);
+            _tile_loadd(4, q + 16, (long)a.qstride);
+            _tile_loadd(5, p + 256, 64);
+            _tile_dpbssd(0, 1, 2);
+            _tile_dpbssd(3, 4, 5);
+            _tile_stored(0, c[(b + 1) & 1][0], 64);
+            _tile_stored(3, c[(b + 1) & 1][1], 64);
+        }
+        if (b < 0)
+            continue;
+        __m512 w0 = _mm512_loadu_ps(dw + 16 * b), w1 = _mm512_loadu_ps(d2 + 16 * b);
+        const uint8_t *dp = a.d + (size_t)b * a.step;
+        for (int t = 0; t < nt; t++) {
+            float xd;
+            memcpy(&xd, dp + (size_t)t * a.dstride, sizeof xd);
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[b & 1][0][t])), w0);
+            v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[b & 1][1][t])), w1, v);
+            acc[t] = _mm512_fmadd_ps(v, _mm512_set1_ps(xd), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
+}
+
 /* K is taken in chunks of KCH blocks so the unpacked panel (16 rows x KCH blocks) stays
  * on the stack and in L1/L2 while every token tile passes over it. */
 #define KCH 64
@@ -238,14 +334,17 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
     float dw[KCH * 16] __attribute__((aligned(64)));
     float mwb[KCH * 16] __attribute__((aligned(64)));
     float *mw = base == ORC_DT_Q4_K ? mwb : NULL;
+    bool halves = base == ORC_DT_Q6_K;
     int cur = 16;
-    configure(cur);
+    configure(cur, halves);
     for (int64_t r = r0; r < r1; r += 16) {
         int nr = r1 - r < 16 ? (int)(r1 - r) : 16;
         for (int64_t b0 = 0; b0 < nb; b0 += KCH) {
             int kb = nb - b0 < KCH ? (int)(nb - b0) : KCH;
             /* prefetch the next K chunk of these rows, or the first chunk of the next rows */
-            size_t bsz = base == ORC_DT_Q8_0 ? sizeof(blk_q8_0) : sizeof(blk_q4_0); /* bytes per 32 */
+            size_t bsz = base == ORC_DT_Q8_0   ? sizeof(blk_q8_0) /* bytes per 32 elements */
+                         : base == ORC_DT_Q6_K ? sizeof(blk_q6_K) / 8
+                                               : sizeof(blk_q4_0);
             const uint8_t *pf = NULL;
             size_t pf_bytes = 0;
             if (b0 + kb < nb) {
@@ -260,13 +359,16 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
             for (int64_t t = 0; t < n_tok; t += 16) {
                 int nt = n_tok - t < 16 ? (int)(n_tok - t) : 16;
                 if (nt != cur)
-                    configure(cur = nt);
+                    configure(cur = nt, halves);
                 act_view a;
                 a.d = (const uint8_t *)X + (size_t)t * xs + (size_t)b0 * sizeof(blk_q8a);
                 a.q = a.d + offsetof(blk_q8a, qs);
                 a.qstride = a.dstride = xs;
                 a.step = sizeof(blk_q8a);
-                tile_tokens(panel, dw, mw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+                if (halves)
+                    tile_tokens_halves(panel, dw, mwb, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+                else
+                    tile_tokens(panel, dw, mw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
             }
         }
     }
@@ -276,8 +378,9 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
 bool orc_amx_handles(uint32_t wtype, int64_t n, int64_t n_tok)
 {
     uint32_t base = wtype & 0xFF;
-    return n_tok >= ORC_AMX_MIN_TOKENS && n > 0 && n % (base == ORC_DT_Q4_K ? QKK : QK) == 0 &&
-           (base == ORC_DT_Q4_0 || base == ORC_DT_Q8_0 || base == ORC_DT_Q4_K) &&
+    bool kq = base == ORC_DT_Q4_K || base == ORC_DT_Q6_K;
+    return n_tok >= ORC_AMX_MIN_TOKENS && n > 0 && n % (kq ? QKK : QK) == 0 &&
+           (base == ORC_DT_Q4_0 || base == ORC_DT_Q8_0 || kq) &&
            (wtype == base || wtype == (base | ORC_QUANT_REPACKED));
 }
 

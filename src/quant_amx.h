@@ -1,4 +1,4 @@
-/* quant_amx.h - Intel AMX int8 tiles for batched products of Q4_0, Q8_0 and Q4_K weights
+/* quant_amx.h - Intel AMX int8 tiles for batched products of Q4_0, Q8_0, Q4_K and Q6_K weights
  * (quant_amx.c). Private to quant.c, which calls it only when cpu.c reports amx_int8. */
 #ifndef ORC_QUANT_AMX_H
 #define ORC_QUANT_AMX_H

@@ -749,7 +749,7 @@ static void test_kernels_avx512(void **state)
     check_isa("avx512");
 }
 
-/* AMX tiles (Q4_0/Q8_0/Q4_K, plain and repacked, >= 16 tokens): panels of 16 rows with a
+/* AMX tiles (Q4_0/Q8_0/Q4_K/Q6_K, plain and repacked, >= 16 tokens): panels of 16 rows with a
  * partial last one, several K chunks of 64 blocks, partial token tiles, a padded row
  * stride; against the scalar reference. */
 static void test_kernels_amx(void **state)
@@ -761,9 +761,9 @@ static void test_kernels_amx(void **state)
     }
     static const int64_t sizes[] = {32, 288, 256 * 3, 2048 + 256, 4096 + 32 * 7, 256 * 70};
     static const int64_t toks[] = {16, 17, 31, 48};
-    static const uint32_t types[] = {ORC_DT_Q4_0, ORC_DT_Q8_0, ORC_DT_Q4_K};
+    static const uint32_t types[] = {ORC_DT_Q4_0, ORC_DT_Q8_0, ORC_DT_Q4_K, ORC_DT_Q6_K};
     const int64_t rows = 37, r0 = 1, r1 = 36;
-    for (size_t k = 0; k < 3; k++)
+    for (size_t k = 0; k < 4; k++)
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
             uint32_t t = types[k];
             int64_t n = sizes[si];
@@ -793,14 +793,14 @@ static void test_kernels_amx(void **state)
                 double mx = 0;
                 for (int64_t i = 0; i < ldy * nt; i++)
                     mx = fmax(mx, fabs(yr[i]));
-                /* Q4_K: activations in 32-element blocks here, Q8_K's 256 in the reference */
-                bool other_act = t == ORC_DT_Q4_K;
+                /* K-quants: activations in 32-element blocks here, Q8_K's 256 in the reference */
+                bool other_act = t == ORC_DT_Q4_K || t == ORC_DT_Q6_K;
                 double tol_abs = 2e-5 * mx;
                 if (other_act) {
                     check_vs_float("amx", t, w, ws, n, x, nt, ya, ldy, r0, r1);
                     for (int64_t i = 0; i < ldy * nt; i++)
                         if (ya[i] != yp[i])
-                            fail_msg("amx q4_K: repacked differs at %lld", (long long)i);
+                            fail_msg("amx %s: repacked differs at %lld", orc_dtype_name(t), (long long)i);
                 }
                 for (int64_t tt = 0; tt < nt && !other_act; tt++)
                     for (int64_t r = 0; r < ldy; r++) {
