@@ -95,8 +95,12 @@ bool orc_quant_amx(void)
 
 uint32_t orc_matmul_act_type(uint32_t wtype, int64_t n, int64_t n_tok)
 {
-    /* the tiles read plain 32-element activation blocks (those of Q8_0) */
-    return orc_quant_amx() && orc_amx_handles(wtype, n, n_tok) ? ORC_DT_Q8_0 : wtype;
+    /* the tiles read plain activation rows: 32-element blocks (those of Q8_0), or Q8_K
+     * for the K-quants (not the interleaved rows of their repacked layouts) */
+    if (!orc_quant_amx() || !orc_amx_handles(wtype, n, n_tok))
+        return wtype;
+    uint32_t base = wtype & 0xFF;
+    return base == ORC_DT_Q4_K || base == ORC_DT_Q6_K ? base : ORC_DT_Q8_0;
 }
 
 /* Kernel table slot of a weight type id, or -1. */

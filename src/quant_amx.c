@@ -218,12 +218,45 @@ AMX_TARGET static void unpack_panel(uint32_t base, bool rp, const uint8_t *W, si
     }
 }
 
-/* Where a token tile's activations are: block b's quants for token t at
- * q + b * step + t * qstride (32 bytes), its scale at d + b * step + t * dstride. */
+/* Where a token tile's activations are (rows xs bytes apart). Blocks of the 32-element
+ * formats are blk_q8a; K-quant weights take the Q8_K rows their other kernels take (one
+ * scale per 256, sums per 16), as llama.cpp does, so every path rounds x the same way. */
 typedef struct {
-    const uint8_t *q, *d;
-    size_t qstride, dstride, step;
+    const uint8_t *base; /* token 0, block 0 of the K chunk */
+    size_t xs;
+    bool q8k;
 } act_view;
+
+AMX_TARGET static inline const uint8_t *act_q(act_view a, int b)
+{
+    return a.q8k ? a.base + (size_t)(b / 8) * sizeof(blk_q8_K) + offsetof(blk_q8_K, qs) + 32 * (b % 8)
+                 : a.base + (size_t)b * sizeof(blk_q8a) + offsetof(blk_q8a, qs);
+}
+
+/* scale of block b for token t, and (with sum) the sum of its 32 codes */
+AMX_TARGET static inline float act_d(act_view a, int b, int t, float *sum)
+{
+    const uint8_t *p = a.base + (size_t)t * a.xs;
+    float d;
+    if (a.q8k) {
+        p += (size_t)(b / 8) * sizeof(blk_q8_K);
+        memcpy(&d, p, sizeof d);
+        if (sum) {
+            int16_t s2[2];
+            memcpy(s2, p + offsetof(blk_q8_K, bsums) + 4 * (b % 8), sizeof s2);
+            *sum = (float)(s2[0] + s2[1]);
+        }
+        return d;
+    }
+    p += (size_t)b * sizeof(blk_q8a);
+    memcpy(&d, p, sizeof d);
+    if (sum) {
+        int32_t s;
+        memcpy(&s, p + offsetof(blk_q8a, sum), sizeof s);
+        *sum = (float)s;
+    }
+    return d;
+}
 
 /* nt <= 16 tokens x the panel's kb blocks, added to Y when acc_y (later K chunks), else
  * stored. */
@@ -239,38 +272,33 @@ AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, const 
      * tile store right away stalls) */
     int32_t c[2][16][16] __attribute__((aligned(64)));
     _tile_zero(0);
-    _tile_loadd(1, a.q, (long)a.qstride);
+    _tile_loadd(1, act_q(a, 0), (long)a.xs);
     _tile_loadd(2, panel, 64);
     _tile_dpbssd(0, 1, 2);
     _tile_stored(0, c[0], 64);
     for (int b = 0; b < kb; b++) {
         if (b + 1 < kb) {
             _tile_zero(0);
-            _tile_loadd(1, a.q + (size_t)(b + 1) * a.step, (long)a.qstride);
+            _tile_loadd(1, act_q(a, b + 1), (long)a.xs);
             _tile_loadd(2, panel + 512 * (b + 1), 64);
             _tile_dpbssd(0, 1, 2);
             _tile_stored(0, c[(b + 1) & 1], 64);
         }
         __m512 wd = _mm512_loadu_ps(dw + 16 * b);
         const int32_t(*cb)[16] = c[b & 1];
-        const uint8_t *dp = a.d + (size_t)b * a.step;
         if (mw) {
             /* weights with mins: sum_k (s q_k - m) d_x x_k = d_x (s C - m sum_k x_k) */
             __m512 wm = _mm512_loadu_ps(mw + 16 * b);
             for (int t = 0; t < nt; t++) {
-                float xd;
-                int32_t xsum;
-                memcpy(&xd, dp + (size_t)t * a.dstride, sizeof xd);
-                memcpy(&xsum, dp + (size_t)t * a.dstride + offsetof(blk_q8a, sum), sizeof xsum);
+                float xsum, xd = act_d(a, b, t, &xsum);
                 __m512 s = _mm512_mul_ps(wd, _mm512_set1_ps(xd));
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb[t])), s, acc[t]);
-                acc[t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(xd * (float)xsum), acc[t]);
+                acc[t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(xd * xsum), acc[t]);
             }
             continue;
         }
         for (int t = 0; t < nt; t++) {
-            float xd;
-            memcpy(&xd, dp + (size_t)t * a.dstride, sizeof xd);
+            float xd = act_d(a, b, t, NULL);
             __m512 s = _mm512_mul_ps(wd, _mm512_set1_ps(xd));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb[t])), s, acc[t]);
         }
@@ -291,13 +319,13 @@ AMX_TARGET static void tile_tokens_halves(const uint8_t *panel, const float *dw,
     int32_t c[2][2][16][16] __attribute__((aligned(64)));
     for (int b = -1; b < kb; b++) {
         if (b + 1 < kb) {
-            const uint8_t *q = a.q + (size_t)(b + 1) * a.step;
+            const uint8_t *q = act_q(a, b + 1);
             const uint8_t *p = panel + 512 * (b + 1);
             _tile_zero(0);
             _tile_zero(3);
-            _tile_loadd(1, q, (long)a.qstride);
+            _tile_loadd(1, q, (long)a.xs);
             _tile_loadd(2, p, 64);
-            _tile_loadd(4, q + 16, (long)a.qstride);
+            _tile_loadd(4, q + 16, (long)a.xs);
             _tile_loadd(5, p + 256, 64);
             _tile_dpbssd(0, 1, 2);
             _tile_dpbssd(3, 4, 5);
@@ -307,10 +335,8 @@ AMX_TARGET static void tile_tokens_halves(const uint8_t *panel, const float *dw,
         if (b < 0)
             continue;
         __m512 w0 = _mm512_loadu_ps(dw + 16 * b), w1 = _mm512_loadu_ps(d2 + 16 * b);
-        const uint8_t *dp = a.d + (size_t)b * a.step;
         for (int t = 0; t < nt; t++) {
-            float xd;
-            memcpy(&xd, dp + (size_t)t * a.dstride, sizeof xd);
+            float xd = act_d(a, b, t, NULL);
             __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[b & 1][0][t])), w0);
             v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[b & 1][1][t])), w1, v);
             acc[t] = _mm512_fmadd_ps(v, _mm512_set1_ps(xd), acc[t]);
@@ -360,11 +386,10 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
                 int nt = n_tok - t < 16 ? (int)(n_tok - t) : 16;
                 if (nt != cur)
                     configure(cur = nt, halves);
-                act_view a;
-                a.d = (const uint8_t *)X + (size_t)t * xs + (size_t)b0 * sizeof(blk_q8a);
-                a.q = a.d + offsetof(blk_q8a, qs);
-                a.qstride = a.dstride = xs;
-                a.step = sizeof(blk_q8a);
+                bool q8k = base == ORC_DT_Q4_K || base == ORC_DT_Q6_K;
+                act_view a = {.base = (const uint8_t *)X + (size_t)t * xs +
+                                      (q8k ? (size_t)(b0 / 8) * sizeof(blk_q8_K) : (size_t)b0 * sizeof(blk_q8a)),
+                              .xs = xs, .q8k = q8k};
                 if (halves)
                     tile_tokens_halves(panel, dw, mwb, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
                 else
