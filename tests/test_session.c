@@ -1088,20 +1088,30 @@ static void test_synthetic_models(void **state)
         assert_int_equal(s2.n_cached + s2.n_evaluated, s2.n_prompt);
         if (!sliding && s2.n_cached < s1.n_prompt)
             fail_msg("%s: turn 2 reused %d of %d prompt tokens", files[f], s2.n_cached, s1.n_prompt);
-        /* transcript round trip: the same next answer with a seed */
+        /* transcript round trip: the same next answer with a seed. Both sessions evaluate
+         * the whole prompt at once (reuse off): prefill and single-token decode may round
+         * differently (quantized kernels), which a random-weight model's flat distribution
+         * would turn into different samples */
         orc_generation_options o = p.defaults;
         o.sampler.temperature = 0.9f;
         o.sampler.seed = 77;
+        orc_session_params fp = p;
+        fp.prefix_reuse = false;
+        orc_session *orig = NULL;
+        assert_int_equal(orc_session_new(m, &fp, &orig), ORC_OK);
+        orc_free(respond(orig, "Hello there", NULL));
+        orc_free(respond(orig, "And then?", NULL));
         char *js = NULL;
-        assert_int_equal(orc_session_transcript_json(s, &js), ORC_OK);
-        assert_int_equal(orc_session_new(m, &p, &r), ORC_OK);
+        assert_int_equal(orc_session_transcript_json(orig, &js), ORC_OK);
+        assert_int_equal(orc_session_new(m, &fp, &r), ORC_OK);
         assert_int_equal(orc_session_load_transcript(r, js), ORC_OK);
         orc_request q = orc_request_default();
         q.prompt = "Go on.";
         q.options = &o;
         char *x = NULL, *y = NULL;
-        assert_int_equal(orc_session_respond_ex(s, &q, &x, NULL), ORC_OK);
+        assert_int_equal(orc_session_respond_ex(orig, &q, &x, NULL), ORC_OK);
         assert_int_equal(orc_session_respond_ex(r, &q, &y, NULL), ORC_OK);
+        orc_session_free(orig);
         if (strcmp(x, y))
             fail_msg("%s: restored session answered '%s', the original '%s'", files[f], y, x);
         orc_free(x);
