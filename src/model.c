@@ -10,6 +10,9 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,7 +259,8 @@ static orc_status load_tensors(orc_model *m)
 /* Load-time repacking: the matrices the forward pass multiplies get the interleaved
  * layouts of quant.h (ORC_QUANT_REPACKED) when their type has one. The data is rewritten
  * in place (private pages of the mapping), so every pointer to such a tensor is redirected
- * to a copy of its entry that carries the new type id. */
+ * to a copy of its entry that carries the new type id. The rewriting itself runs on the
+ * model's threads, in chunks of rows. */
 static const gguf_tensor *repack_one(orc_model *m, const gguf_tensor *t)
 {
     if (!t || t->n_dims < 2)
@@ -267,22 +271,50 @@ static const gguf_tensor *repack_one(orc_model *m, const gguf_tensor *t)
     if (t->type != ORC_DT_Q4_0 && t->type != ORC_DT_Q8_0 && t->type != ORC_DT_Q4_K &&
         t->type != ORC_DT_Q6_K)
         return t;
-    int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
     size_t rs = orc_dtype_row_size(t->type, t->ne[0]);
     void *d = rs ? gguf_tensor_data_writable(m->gguf, t) : NULL;
     if (!d)
         return t;
-    uint32_t nt = orc_quant_repack(t->type, d, rows, rs, t->ne[0]);
-    if (nt == t->type)
-        return t;
     gguf_tensor *c = &m->wcopy[m->n_wcopy++];
     *c = *t;
-    c->type = nt;
+    c->type = t->type | ORC_QUANT_REPACKED; /* the rows are rewritten by repack_rows */
     c->data = d;
     return c;
 }
 
-static orc_status repack_weights(orc_model *m)
+#define REPACK_CHUNK 256 /* rows */
+
+typedef struct {
+    orc_model *m;
+    int64_t n_units;      /* chunks over all copies */
+    _Atomic int64_t next;
+} repack_job;
+
+static void *repack_rows(void *arg)
+{
+    repack_job *j = arg;
+    for (;;) {
+        int64_t u = atomic_fetch_add(&j->next, 1);
+        if (u >= j->n_units)
+            return NULL;
+        for (int64_t i = 0; i < j->m->n_wcopy; i++) {
+            gguf_tensor *c = &j->m->wcopy[i];
+            int64_t rows = c->ne[1] * c->ne[2] * c->ne[3];
+            int64_t chunks = (rows + REPACK_CHUNK - 1) / REPACK_CHUNK;
+            if (u >= chunks) {
+                u -= chunks;
+                continue;
+            }
+            uint32_t base = c->type & 0xFF;
+            size_t rs = orc_dtype_row_size(base, c->ne[0]);
+            int64_t r0 = u * REPACK_CHUNK, nr = rows - r0 < REPACK_CHUNK ? rows - r0 : REPACK_CHUNK;
+            orc_quant_repack(base, (uint8_t *)(uintptr_t)c->data + (size_t)r0 * rs, nr, rs, c->ne[0]);
+            break;
+        }
+    }
+}
+
+static orc_status repack_weights(orc_model *m, int n_threads)
 {
     m->wcopy = calloc((size_t)gguf_n_tensors(m->gguf) + 1, sizeof *m->wcopy);
     if (!m->wcopy)
@@ -298,6 +330,20 @@ static orc_status repack_weights(orc_model *m)
         for (size_t k = 0; k < sizeof w / sizeof w[0]; k++)
             *w[k] = repack_one(m, *w[k]);
     }
+    repack_job j = {.m = m};
+    for (int64_t i = 0; i < m->n_wcopy; i++) {
+        const gguf_tensor *c = &m->wcopy[i];
+        j.n_units += (c->ne[1] * c->ne[2] * c->ne[3] + REPACK_CHUNK - 1) / REPACK_CHUNK;
+    }
+    atomic_init(&j.next, 0);
+    pthread_t th[15];
+    int nt = n_threads > 16 ? 16 : n_threads, started = 0;
+    for (int i = 1; i < nt; i++)
+        if (pthread_create(&th[started], NULL, repack_rows, &j) == 0)
+            started++;
+    repack_rows(&j); /* also alone, when no thread could be started */
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
     return ORC_OK;
 }
 
@@ -366,7 +412,7 @@ orc_status orc_model_load(const char *path, const orc_model_params *params, orc_
     const char *nr = getenv("ORC_NO_REPACK");
     bool repack = !p.no_repack && !(nr && *nr && strcmp(nr, "0") != 0);
     if (!p.vocab_only && ((st = load_hparams(m)) != ORC_OK || (st = load_tensors(m)) != ORC_OK ||
-                          (repack && (st = repack_weights(m)) != ORC_OK))) {
+                          (repack && (st = repack_weights(m, p.n_threads > 0 ? p.n_threads : orc_n_cpus())) != ORC_OK))) {
         char tmp[1024];
         snprintf(tmp, sizeof tmp, "%s", orc_last_error());
         orc_fail(st, "%s: %s", path, tmp);
