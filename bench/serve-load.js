@@ -90,7 +90,7 @@ function oneRequest(a, agent, body) {
         res.on("error", (e) => finish({ ok: false, why: String(e) }));
       });
     req.setTimeout(300000, () => req.destroy(new Error("timeout")));
-    req.on("error", (e) => finish({ ok: false, why: String(e) }));
+    req.on("error", (e) => finish({ ok: false, why: `${e} (after ${ttft < 0 ? "no text" : "text"}${done ? ", [DONE] seen" : ""})` }));
     req.end(body);
   });
 }
@@ -102,7 +102,11 @@ function pct(sorted, p) {
 }
 
 async function phase(a, clients, seconds, seedBase) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
+  // a fresh connection per request, outside any pool: a pooled socket can be handed to the
+  // next queued request as a response ends, and llama-server closes its streamed connections
+  // (the request then fails with "socket hang up" before reaching it); loopback connects
+  // cost nothing next to a request
+  const agent = false;
   const stopAt = Date.now() + seconds * 1000;
   const ttfts = [], errors = [];
   let tokens = 0, requests = 0, noUsage = 0;
@@ -128,7 +132,6 @@ async function phase(a, clients, seconds, seedBase) {
   const elapsed = (Date.now() - t0) / 1000;
   clearInterval(timer);
   sample();
-  agent.destroy();
   ttfts.sort((x, y) => x - y);
   return { clients, seconds: elapsed, requests, errors: errors.length, error_examples: errors.slice(0, 3), tokens,
            tok_per_s: tokens / elapsed, ttft_p50_ms: pct(ttfts, 50), ttft_p99_ms: pct(ttfts, 99),

@@ -250,7 +250,7 @@ r=$(curl -s "http://127.0.0.1:$PORT/v1/chat/completions" -d '{"model":"big","orc
 
 # 7. stateless: no files anywhere we can see, no access log, no cache kept
 mkdir -p "$tmp/sl/home" "$tmp/sl/cwd"
-(cd "$tmp/sl/cwd" && HOME="$tmp/sl/home" TMPDIR="$tmp/sl/home" "$bin" serve -m "$model" --port 0 --stateless >"$tmp/sl.out" 2>"$tmp/sl.log") &
+(cd "$tmp/sl/cwd" && HOME="$tmp/sl/home" TMPDIR="$tmp/sl/home" exec "$bin" serve -m "$model" --port 0 --stateless >"$tmp/sl.out" 2>"$tmp/sl.log") &
 slp=$!
 pids+=("$slp")
 for _ in $(seq 100); do
