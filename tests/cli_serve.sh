@@ -273,6 +273,12 @@ check(fin and fin[0]["choices"][0]["finish_reason"] == "tool_calls" and
       fin[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] in ("get_weather", "get_time"), "streamed tool call %r" % fin)
 st, _, body = post("/v1/chat/completions", {"messages": ask, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}})
 check(st == 400, "unknown forced tool accepted")
+# several choices of a forced call: each a call of its own, with its own id and logprobs
+st, _, body = post("/v1/chat/completions", {"messages": ask, "tools": tools, "max_tokens": 80, "temperature": 1, "seed": 5,
+                                            "n": 2, "logprobs": True, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})
+chs = json.loads(body)["choices"]
+ids = [c["message"]["tool_calls"][0]["id"] for c in chs if c["finish_reason"] == "tool_calls"]
+check(len(ids) == 2 and ids[0] != ids[1] and all(len(c["logprobs"]["content"]) > 0 for c in chs), "n=2 forced calls %r" % chs)
 
 # logprobs: every value <= 0, alternatives sorted, the greedy token the most likely one, the
 # tokens' bytes spell the text, streamed records equal non-streamed ones

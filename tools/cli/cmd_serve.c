@@ -349,9 +349,10 @@ static json_t *jstr(const char *s, size_t n)
     return j ? j : json_string("");
 }
 
-/* A forced tool call's output {"name":..., "arguments":{...}} as an OpenAI tool_calls array;
- * NULL when the text is not a complete call (cut off by max_tokens). */
-static json_t *tool_calls_json(conn *c, const char *text, size_t len)
+/* A forced tool call's output {"name":..., "arguments":{...}} as an OpenAI tool_calls array
+ * for choice `choice` (call ids differ between choices); NULL when the text is not a
+ * complete call (cut off by max_tokens). */
+static json_t *tool_calls_json(conn *c, int choice, const char *text, size_t len)
 {
     json_t *call = json_loadb(text, len, 0, NULL);
     json_t *name = json_object_get(call, "name"), *args = json_object_get(call, "arguments");
@@ -361,7 +362,7 @@ static json_t *tool_calls_json(conn *c, const char *text, size_t len)
     }
     char *args_text = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
     char id[64];
-    snprintf(id, sizeof id, "call_%016llx", c->id_hex);
+    snprintf(id, sizeof id, "call_%016llx", c->id_hex + (unsigned long long)choice);
     json_t *out = json_pack("[{s:s, s:s, s:{s:O, s:s}}]", "id", id, "type", "function", "function", "name", name,
                             "arguments", args_text ? args_text : "{}");
     free(args_text);
@@ -371,7 +372,7 @@ static json_t *tool_calls_json(conn *c, const char *text, size_t len)
 
 /* Tool calls the model wrote in its own syntax (tool_choice auto): the OpenAI tool_calls
  * array, and the remaining text in *content (malloc'd); NULL when there are none. */
-static json_t *parsed_tool_calls(conn *c, const char *text, char **content)
+static json_t *parsed_tool_calls(conn *c, int choice, const char *text, char **content)
 {
     *content = NULL;
     if (!c->req.tools_auto || c->srv->tool_syntax == ORC_TOOL_SYNTAX_NONE)
@@ -393,7 +394,7 @@ static json_t *parsed_tool_calls(conn *c, const char *text, char **content)
             json_t *name = json_object_get(call, "name"), *args = json_object_get(call, "arguments");
             char *args_text = args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
             char id[64];
-            snprintf(id, sizeof id, "call_%016llx_%zu", c->id_hex, i);
+            snprintf(id, sizeof id, "call_%016llx_%zu", c->id_hex + (unsigned long long)choice, i);
             json_array_append_new(out, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", id, "type", "function", "function",
                                                  "name", json_is_string(name) ? json_string_value(name) : "",
                                                  "arguments", args_text ? args_text : "{}"));
@@ -525,7 +526,8 @@ static json_t *final_choice(conn *c, int index, const srv_job_view *v)
                          "finish_reason", finish);
     json_t *msg = json_pack("{s:s}", "role", "assistant");
     char *rest = NULL;
-    json_t *calls = c->req.tool_call ? tool_calls_json(c, v->text, v->ready) : parsed_tool_calls(c, v->text, &rest);
+    json_t *calls = c->req.tool_call ? tool_calls_json(c, index, v->text, v->ready)
+                                     : parsed_tool_calls(c, index, v->text, &rest);
     if (calls) {
         json_object_set_new(msg, "content", rest ? jstr(rest, strlen(rest)) : json_null());
         free(rest);
@@ -623,7 +625,7 @@ static void stream_finish_choice(conn *c, int i, const srv_job_view *v)
     if (chat && (c->req.tool_call || c->req.tools_auto)) {
         /* nothing of the text went out: v holds all of it */
         char *rest = NULL;
-        json_t *calls = c->req.tool_call ? tool_calls_json(c, v->text, v->ready) : parsed_tool_calls(c, v->text, &rest);
+        json_t *calls = c->req.tool_call ? tool_calls_json(c, i, v->text, v->ready) : parsed_tool_calls(c, i, v->text, &rest);
         if (rest)
             json_object_set_new(delta, "content", jstr(rest, strlen(rest)));
         free(rest);
