@@ -63,7 +63,7 @@ uint32_t orc_quant_repack(uint32_t wtype, void *data, int64_t nrows, size_t row_
 int orc_act_format(uint32_t wtype);
 
 /* The weight type id whose activation format orc_matmul consumes for this product: wtype,
- * or a plain type (Q8_0's 32-element blocks; Q8_K rows for K-quants) when the batch goes to AMX tiles (Q4_0/Q8_0/Q4_K/Q6_K, >= 16 tokens, on
+ * or a plain type (Q8_0's 32-element blocks; Q8_K rows for K-quants) when the batch goes to AMX tiles (Q4_0/Q8_0/Q4_K/Q6_K, >= 32 tokens, on
  * CPUs with AMX-INT8 while the avx512 path is selected; ORC_NO_AMX=1 turns them off).
  * Convert activations with orc_act_convert(orc_matmul_act_type(...)). */
 uint32_t orc_matmul_act_type(uint32_t wtype, int64_t n, int64_t n_tok);

@@ -749,7 +749,7 @@ static void test_kernels_avx512(void **state)
     check_isa("avx512");
 }
 
-/* AMX tiles (Q4_0/Q8_0/Q4_K/Q6_K, plain and repacked, >= 16 tokens): panels of 16 rows with a
+/* AMX tiles (Q4_0/Q8_0/Q4_K/Q6_K, plain and repacked, >= 32 tokens): panels of 16 rows with a
  * partial last one, several K chunks of 64 blocks, partial token tiles, a padded row
  * stride; against the scalar reference. */
 static void test_kernels_amx(void **state)
@@ -760,7 +760,7 @@ static void test_kernels_amx(void **state)
         skip();
     }
     static const int64_t sizes[] = {32, 288, 256 * 3, 2048 + 256, 4096 + 32 * 7, 256 * 70};
-    static const int64_t toks[] = {16, 17, 31, 48};
+    static const int64_t toks[] = {32, 33, 47, 64};
     static const uint32_t types[] = {ORC_DT_Q4_0, ORC_DT_Q8_0, ORC_DT_Q4_K, ORC_DT_Q6_K};
     const int64_t rows = 37, r0 = 1, r1 = 36;
     for (size_t k = 0; k < 4; k++)
@@ -775,8 +775,8 @@ static void test_kernels_amx(void **state)
                 random_weights(t, w + r * ws, n);
             memcpy(w2, w, ws * rows);
             uint32_t rt = orc_quant_repack(t, w2, rows, ws, n);
-            float *x = malloc(sizeof(float) * n * 48);
-            for (int64_t i = 0; i < n * 48; i++)
+            float *x = malloc(sizeof(float) * n * 64);
+            for (int64_t i = 0; i < n * 64; i++)
                 x[i] = frand() * (i % 5 == 0 ? 3.0f : 1.0f);
             for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
                 int64_t nt = toks[ti], ldy = rows + 2;
