@@ -204,9 +204,15 @@ orc_token orc_sampler_sample(orc_sampler *s, const float *logits)
         int32_t allowed = grammar_fill_mask(s->gm, s->gvocab, s->mask);
         if (allowed == 0) /* terminated or stuck: only the end can come */
             return orc_token_eos(s->model) >= 0 ? orc_token_eos(s->model) : -1;
-        for (int32_t i = 0; i < s->n_vocab; i++)
-            if (!(s->mask[i >> 5] >> (i & 31) & 1))
-                w[i] = -INFINITY;
+        /* branch-free: allowed bits are scattered, and a mispredicted branch per token
+         * costs more than the whole mask */
+        const uint32_t ninf = 0xFF800000u; /* -INFINITY */
+        for (int32_t i = 0; i < s->n_vocab; i++) {
+            uint32_t keep = 0u - (s->mask[i >> 5] >> (i & 31) & 1u), u;
+            memcpy(&u, &w[i], 4);
+            u = (u & keep) | (ninf & ~keep);
+            memcpy(&w[i], &u, 4);
+        }
     }
     bool penalize = p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f ||
                     p->frequency_penalty != 0.0f;
@@ -234,11 +240,30 @@ orc_token orc_sampler_sample(orc_sampler *s, const float *logits)
                 best = i;
         return best;
     }
-    int32_t n = s->n_vocab;
+    int32_t n = 0;
     cand *c = s->cands;
-    for (int32_t i = 0; i < n; i++) {
-        c[i].logit = w[i] / p->temperature;
-        c[i].id = i;
+    /* tokens the grammar rules out (-inf) are left out of the candidates: they could
+     * never be drawn, and a 128K vocabulary narrowed to a few thousand tokens then
+     * costs a few thousand entries to select from, not 128K */
+    if (s->gm) {
+        for (int32_t i = 0; i < s->n_vocab; i++) { /* branch-free compaction */
+            c[n].logit = w[i] / p->temperature;
+            c[n].id = i;
+            n += w[i] != -INFINITY;
+        }
+    } else {
+        for (int32_t i = 0; i < s->n_vocab; i++) {
+            c[i].logit = w[i] / p->temperature;
+            c[i].id = i;
+        }
+        n = s->n_vocab;
+    }
+    if (n == 0) { /* every allowed logit is -inf: draw as without the mask */
+        for (int32_t i = 0; i < s->n_vocab; i++) {
+            c[i].logit = w[i] / p->temperature;
+            c[i].id = i;
+        }
+        n = s->n_vocab;
     }
     int32_t k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
     partial_sort(c, n, k);
