@@ -630,6 +630,25 @@ void *gguf_tensor_data_writable(gguf_ctx *c, const gguf_tensor *t)
     return (void *)(uintptr_t)t->data;
 }
 
+bool gguf_is_mapped(const gguf_ctx *c)
+{
+    return c && c->map;
+}
+
+void gguf_data_drop(gguf_ctx *c, const void *p, size_t n)
+{
+    if (!c || !c->map)
+        return;
+    uintptr_t base = (uintptr_t)c->map;
+    if ((uintptr_t)p < base || n > c->size || (uintptr_t)p - base > c->size - n)
+        return;
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+    uintptr_t hi = ((uintptr_t)p + n) & ~(pg - 1);
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 static bool is_unsigned(gguf_vtype t)
 {
     return t == GGUF_T_UINT8 || t == GGUF_T_UINT16 || t == GGUF_T_UINT32 || t == GGUF_T_UINT64;

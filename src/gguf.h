@@ -116,4 +116,12 @@ const gguf_tensor *gguf_find_tensor(const gguf_ctx *ctx, const char *name);
  * is never written); a file read into memory is writable as it is. */
 void *gguf_tensor_data_writable(gguf_ctx *ctx, const gguf_tensor *t);
 
+/* True when the tensor data is a mapping of the file (not a copy in memory). */
+bool gguf_is_mapped(const gguf_ctx *ctx);
+
+/* Tell the kernel that the whole pages inside [p, p + n) of the mapped data will not be
+ * read again (the weights were copied elsewhere): they leave the process's resident set.
+ * A later read still sees the file's bytes. No-op for a file read into memory. */
+void gguf_data_drop(gguf_ctx *ctx, const void *p, size_t n);
+
 #endif

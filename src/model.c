@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* The data-driven architecture table: adding a family is one entry here plus, if it
  * needs a new kind of block part, a flag the forward pass honours. */
@@ -257,9 +258,13 @@ static orc_status load_tensors(orc_model *m)
 }
 
 /* Load-time repacking: the matrices the forward pass multiplies get the interleaved
- * layouts of quant.h (ORC_QUANT_REPACKED) when their type has one. The data is rewritten
- * in place (private pages of the mapping), so every pointer to such a tensor is redirected
- * to a copy of its entry that carries the new type id. The rewriting itself runs on the
+ * layouts of quant.h (ORC_QUANT_REPACKED) when their type has one, and every pointer to
+ * such a tensor is redirected to a copy of its entry that carries the new type id. For a
+ * mapped file the repacked rows go to one anonymous region with transparent huge pages
+ * (decode streams every weight once per token: 2 MiB pages spare the TLB misses and let
+ * the hardware prefetchers run across what would be 4 KiB page boundaries), and the file
+ * pages they came from are dropped, so the weights stay resident once. Otherwise (a file
+ * read into memory, or no region) the rows are rewritten in place. The work runs on the
  * model's threads, in chunks of rows. */
 static const gguf_tensor *repack_one(orc_model *m, const gguf_tensor *t)
 {
@@ -271,21 +276,20 @@ static const gguf_tensor *repack_one(orc_model *m, const gguf_tensor *t)
     if (t->type != ORC_DT_Q4_0 && t->type != ORC_DT_Q8_0 && t->type != ORC_DT_Q4_K &&
         t->type != ORC_DT_Q6_K)
         return t;
-    size_t rs = orc_dtype_row_size(t->type, t->ne[0]);
-    void *d = rs ? gguf_tensor_data_writable(m->gguf, t) : NULL;
-    if (!d)
+    if (!orc_dtype_row_size(t->type, t->ne[0]))
         return t;
     gguf_tensor *c = &m->wcopy[m->n_wcopy++];
     *c = *t;
     c->type = t->type | ORC_QUANT_REPACKED; /* the rows are rewritten by repack_rows */
-    c->data = d;
     return c;
 }
 
 #define REPACK_CHUNK 256 /* rows */
+#define HUGE_PAGE ((size_t)2 << 20)
 
 typedef struct {
     orc_model *m;
+    const uint8_t **src;  /* per copy: where its rows are read from (== data: in place) */
     int64_t n_units;      /* chunks over all copies */
     _Atomic int64_t next;
 } repack_job;
@@ -308,10 +312,63 @@ static void *repack_rows(void *arg)
             uint32_t base = c->type & 0xFF;
             size_t rs = orc_dtype_row_size(base, c->ne[0]);
             int64_t r0 = u * REPACK_CHUNK, nr = rows - r0 < REPACK_CHUNK ? rows - r0 : REPACK_CHUNK;
-            orc_quant_repack(base, (uint8_t *)(uintptr_t)c->data + (size_t)r0 * rs, nr, rs, c->ne[0]);
+            uint8_t *dst = (uint8_t *)(uintptr_t)c->data + (size_t)r0 * rs;
+            const uint8_t *src = j->src[i] + (size_t)r0 * rs;
+            if (src != dst) {
+                memcpy(dst, src, (size_t)nr * rs);
+                /* the file pages leave as their rows are copied, so the peak resident set
+                 * does not hold the weights twice */
+                gguf_data_drop(j->m->gguf, src, (size_t)nr * rs);
+            }
+            orc_quant_repack(base, dst, nr, rs, c->ne[0]);
             break;
         }
     }
+}
+
+/* Where the repacked rows go: one anonymous region for all copies (mapped files), or the
+ * tensors' own pages made writable. False when neither is possible (nothing repacked). */
+static bool repack_place(orc_model *m, const uint8_t **src)
+{
+    size_t total = 0;
+    for (int64_t i = 0; i < m->n_wcopy; i++) {
+        src[i] = m->wcopy[i].data;
+        size_t nb = (m->wcopy[i].nbytes + 63) & ~(size_t)63;
+        if (nb < m->wcopy[i].nbytes || total > SIZE_MAX - nb - 2 * HUGE_PAGE)
+            return false;
+        total += nb;
+    }
+    if (gguf_is_mapped(m->gguf) && total > 0) {
+        size_t size = (total + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+        uint8_t *r = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (r != MAP_FAILED) {
+            /* align to a huge page and give back the slack at both ends */
+            uint8_t *a = (uint8_t *)(((uintptr_t)r + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+            if (a > r)
+                munmap(r, (size_t)(a - r));
+            if (a + size < r + size + HUGE_PAGE)
+                munmap(a + size, (size_t)(r + size + HUGE_PAGE - (a + size)));
+#ifdef MADV_HUGEPAGE
+            (void)madvise(a, size, MADV_HUGEPAGE);
+#endif
+            m->wregion = a;
+            m->wregion_size = size;
+            size_t off = 0;
+            for (int64_t i = 0; i < m->n_wcopy; i++) {
+                m->wcopy[i].data = a + off;
+                off += (m->wcopy[i].nbytes + 63) & ~(size_t)63;
+            }
+            return true;
+        }
+    }
+    for (int64_t i = 0; i < m->n_wcopy; i++) {
+        void *d = gguf_tensor_data_writable(m->gguf, &m->wcopy[i]);
+        if (!d)
+            return false;
+        m->wcopy[i].data = d;
+    }
+    return true;
 }
 
 static orc_status repack_weights(orc_model *m, int n_threads)
@@ -319,9 +376,10 @@ static orc_status repack_weights(orc_model *m, int n_threads)
     m->wcopy = calloc((size_t)gguf_n_tensors(m->gguf) + 1, sizeof *m->wcopy);
     if (!m->wcopy)
         return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
-    const gguf_tensor *embd = m->tok_embd;
+    /* the entries to redirect, and their copies: restored when nothing can be repacked */
+    const gguf_tensor *embd = m->tok_embd, *out0 = m->output;
     m->output = repack_one(m, m->output);
-    if (m->output->data == embd->data)
+    if (m->output != out0 && out0->data == embd->data)
         m->tok_embd = m->output; /* tied: the embedding rows are read through the new type */
     for (int i = 0; i < m->hp.n_layer; i++) {
         orc_layer *l = &m->layers[i];
@@ -330,7 +388,15 @@ static orc_status repack_weights(orc_model *m, int n_threads)
         for (size_t k = 0; k < sizeof w / sizeof w[0]; k++)
             *w[k] = repack_one(m, *w[k]);
     }
-    repack_job j = {.m = m};
+    const uint8_t **src = calloc((size_t)m->n_wcopy + 1, sizeof *src);
+    if (!src)
+        return orc_fail(ORC_ERR_NO_MEMORY, "out of memory");
+    if (!repack_place(m, src)) {
+        free(src);
+        return orc_fail(ORC_ERR_NO_MEMORY, "cannot make the weights writable for repacking "
+                        "(load with no_repack / ORC_NO_REPACK=1)");
+    }
+    repack_job j = {.m = m, .src = src};
     for (int64_t i = 0; i < m->n_wcopy; i++) {
         const gguf_tensor *c = &m->wcopy[i];
         j.n_units += (c->ne[1] * c->ne[2] * c->ne[3] + REPACK_CHUNK - 1) / REPACK_CHUNK;
@@ -344,6 +410,18 @@ static orc_status repack_weights(orc_model *m, int n_threads)
     repack_rows(&j); /* also alone, when no thread could be started */
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
+    if (m->wregion) {
+        /* the file's pages of the moved tensors are not read again */
+        for (int64_t i = 0; i < gguf_n_tensors(m->gguf); i++) {
+            const gguf_tensor *t = gguf_tensor_at(m->gguf, i);
+            for (int64_t k = 0; k < m->n_wcopy; k++)
+                if (src[k] == t->data) {
+                    gguf_data_drop(m->gguf, t->data, t->nbytes);
+                    break;
+                }
+        }
+    }
+    free(src);
     return ORC_OK;
 }
 
@@ -443,6 +521,8 @@ void orc_model_free(orc_model *m)
     gguf_close(m->gguf);
     free(m->layers);
     free(m->wcopy);
+    if (m->wregion)
+        munmap(m->wregion, m->wregion_size);
     free(m);
 }
 

@@ -72,6 +72,8 @@ struct orc_model {
     orc_layer *layers;
     gguf_tensor *wcopy;   /* weights repacked at load: copies of their entries with the */
     int64_t n_wcopy;      /* repacked type id (ORC_QUANT_REPACKED) and writable data */
+    void *wregion;        /* anonymous (huge-page) memory holding the repacked weights of a */
+    size_t wregion_size;  /* mapped file, or NULL when they were rewritten in place */
     int32_t n_threads;
     uint64_t n_params;
     bool vocab_only;      /* no weights were loaded: contexts cannot be made */
