@@ -572,8 +572,11 @@ struct grammar {
     char **names;
     /* bytes no byte set tells apart form one class: transitions depend only on it */
     uint8_t bclass[256];
-    uint8_t brep[256];   /* a representative byte of each class */
+    uint8_t brep[256];   /* a representative byte of each class (its lowest) */
+    uint16_t csize[256]; /* bytes in each class */
     uint32_t n_bclass;
+    /* bit pos: pos starts an alternative of a char-complete rule (see char_complete) */
+    uint8_t *charstart;
     /* The matcher pool new matchers join, so that state tables and masks carry over
      * between the outputs of one grammar. Internal mutable cache behind the immutable
      * interface, guarded by mu. */
@@ -609,10 +612,131 @@ static void byte_classes(grammar *g)
             if (same)
                 break;
         }
-        if (c == g->n_bclass)
+        if (c == g->n_bclass) {
+            g->csize[c] = 0;
             g->brep[g->n_bclass++] = (uint8_t)b;
+        }
         g->bclass[b] = (uint8_t)c;
+        g->csize[c]++;
     }
+}
+
+/* The forms of valid multi-byte UTF-8: lead byte range, second byte range, length. */
+static const struct {
+    uint8_t lead_lo, lead_hi, lo, hi, n;
+} utf8_forms[] = {{0xC2, 0xDF, 0x80, 0xBF, 2}, {0xE0, 0xE0, 0xA0, 0xBF, 3},
+                  {0xE1, 0xEC, 0x80, 0xBF, 3}, {0xED, 0xED, 0x80, 0x9F, 3},
+                  {0xEE, 0xEF, 0x80, 0xBF, 3}, {0xF0, 0xF0, 0x90, 0xBF, 4},
+                  {0xF1, 0xF3, 0x80, 0xBF, 4}, {0xF4, 0xF4, 0x80, 0x8F, 4}};
+
+/* Bytes C2..F4 of a byte set: the lead bytes of valid multi-byte characters. */
+static bool has_lead_byte(const uint8_t *set)
+{
+    return (set[24] & 0xFC) | set[25] | set[26] | set[27] | set[28] | set[29] | (set[30] & 0x1F);
+}
+
+static inline bool set_has(const uint8_t *set, uint8_t b)
+{
+    return (set[b >> 3] >> (b & 7)) & 1;
+}
+
+#define CHAR_ALTS_MAX 64
+
+/* One byte of each byte class within lo..hi (no byte set tells the others apart). */
+static int class_reps(const grammar *g, unsigned lo, unsigned hi, uint8_t *out)
+{
+    uint64_t seen[4] = {0};
+    int n = 0;
+    for (unsigned b = lo; b <= hi; b++) {
+        unsigned c = g->bclass[b];
+        if ((seen[c >> 6] >> (c & 63)) & 1)
+            continue;
+        seen[c >> 6] |= 1ull << (c & 63);
+        out[n++] = (uint8_t)b;
+    }
+    return n;
+}
+
+/* Every valid continuation, from byte k of an n-byte character on, of a prefix matched by
+ * the alternatives in live (bits over alts, all n byte sets long) is matched by one of
+ * them. reps[k]: one byte per class of the range of byte k. */
+static bool char_alts_cover(const grammar *g, const uint32_t *alts, uint64_t live, int k, int n,
+                            uint8_t (*reps)[64], const int *nreps)
+{
+    if (k >= n || k >= 4)
+        return live != 0;
+    for (int i = 0; i < nreps[k]; i++) {
+        uint8_t b = reps[k][i];
+        uint64_t next = 0;
+        for (uint64_t m = live; m; m &= m - 1) {
+            int a = __builtin_ctzll(m);
+            if (set_has(g->sets[g->el[alts[a] + (uint32_t)k]], b))
+                next |= 1ull << a;
+        }
+        if (!next || !char_alts_cover(g, alts, next, k + 1, n, reps, nreps))
+            return false;
+    }
+    return true;
+}
+
+/* A rule is char-complete when (1) each alternative whose first element is a byte set with
+ * a lead byte (C2..F4) is a plain sequence of n byte sets, n = 2..4, whose lead bytes all
+ * start n-byte characters, and (2) these alternatives together match every valid multi-byte
+ * character. Then, from any parse position, every stack on the first element of one of its
+ * alternatives either consumes a whole valid non-ASCII character and returns to its parent
+ * frame, or dies on it, and each expansion of the rule (all its alternatives, one parent)
+ * returns for every character: where every stack that can take a lead byte is of this kind,
+ * all valid non-ASCII characters lead to one and the same state (see utf8_uniform). This
+ * is how character classes are lowered (gb_elem_codepoints), e.g. a JSON string's
+ * [^"\\\x00-\x1F]. Marks the alternatives' first positions in g->charstart. */
+static bool char_complete_rules(grammar *g)
+{
+    g->charstart = calloc(g->n_el / 8 + 1, 1);
+    if (!g->charstart)
+        return false;
+    uint32_t alts[CHAR_ALTS_MAX];
+    uint8_t reps[4][64];
+    int nreps[4];
+    nreps[2] = class_reps(g, 0x80, 0xBF, reps[2]);
+    memcpy(reps[3], reps[2], sizeof reps[3]);
+    nreps[3] = nreps[2];
+    for (uint32_t r = 0; r < g->n_rules; r++) {
+        size_t na = 0;
+        bool ok = true;
+        for (uint32_t a = g->rule_alt[r]; a < g->rule_alt[r + 1] && ok; a++) {
+            uint32_t pos = g->alt_pos[a], e = g->el[pos];
+            if (e == GE_END || (e & GE_RULE) || !has_lead_byte(g->sets[e]))
+                continue;
+            uint32_t n = 0;
+            while (n < 5 && g->el[pos + n] != GE_END && !(g->el[pos + n] & GE_RULE))
+                n++;
+            unsigned lo = n == 2 ? 0xC2 : n == 3 ? 0xE0 : 0xF0, hi = n == 2 ? 0xDF : n == 3 ? 0xEF : 0xF4;
+            ok = n >= 2 && n <= 4 && g->el[pos + n] == GE_END && na < CHAR_ALTS_MAX;
+            for (unsigned b = 0xC2; b <= 0xF4 && ok; b++)
+                ok = !set_has(g->sets[e], (uint8_t)b) || (b >= lo && b <= hi);
+            if (ok)
+                alts[na++] = pos;
+        }
+        if (!ok || na == 0)
+            continue;
+        for (size_t f = 0; f < sizeof utf8_forms / sizeof utf8_forms[0] && ok; f++) {
+            uint8_t leads[64];
+            int nl = class_reps(g, utf8_forms[f].lead_lo, utf8_forms[f].lead_hi, leads);
+            nreps[1] = class_reps(g, utf8_forms[f].lo, utf8_forms[f].hi, reps[1]);
+            for (int i = 0; i < nl && ok; i++) {
+                uint64_t live = 0;
+                for (size_t a = 0; a < na; a++)
+                    if (set_has(g->sets[g->el[alts[a]]], leads[i]))
+                        live |= 1ull << a;
+                ok = live && char_alts_cover(g, alts, live, 1, utf8_forms[f].n, reps, nreps);
+            }
+        }
+        if (!ok)
+            continue;
+        for (size_t i = 0; i < na; i++)
+            g->charstart[alts[i] >> 3] |= (uint8_t)(1u << (alts[i] & 7));
+    }
+    return true;
 }
 
 void grammar_free(grammar *g)
@@ -631,6 +755,7 @@ void grammar_free(grammar *g)
     free(g->alt_pos);
     free(g->rule_alt);
     free(g->sets);
+    free(g->charstart);
     free(g);
 }
 
@@ -780,6 +905,8 @@ grammar *gb_finish(grammar_builder *b, const char *root, char *err, size_t errle
     g->n_el = pos;
     g->root = (uint32_t)root_id;
     byte_classes(g);
+    if (!char_complete_rules(g))
+        goto oom;
     if (pthread_mutex_init(&g->mu, NULL) != 0)
         goto oom;
     g->mu_ok = true;
@@ -839,7 +966,8 @@ typedef struct gpool {
     size_t stab_cap;
     uint8_t (*loops)[32];   /* dominant-successor byte sets (see dom_info) */
     uint32_t *loop_succ;    /* the dominant successor of each entry of loops */
-    uint8_t *loop_na;       /* every valid non-ASCII character leads to loop_succ too */
+    uint8_t *loop_na;       /* bit 0: every valid non-ASCII character leads to loop_succ too;
+                               bit 1: decided by a char-complete rule (see utf8_uniform) */
     size_t cap_loop_na;
     uint32_t *sfree_c;      /* character-level run (see free_run_chars), UINT32_MAX: unknown */
     uint32_t *sfree_end;    /* the state where that run ends */
@@ -1503,6 +1631,34 @@ void grammar_matcher_stats(const grammar_matcher *m, grammar_stats *out)
     UNLOCK(m->p);
 }
 
+static bool utf8_uniform_all(gpool *p, uint32_t s, uint32_t target);
+
+bool grammar_matcher_check_chars(grammar_matcher *m, uint32_t *n_checked)
+{
+    gpool *p = m->p;
+    LOCK(p);
+    bool ok = true;
+    uint32_t n = 0;
+    /* the full test interns states of its own: loop over the states analysed before it */
+    size_t n_states = p->n_states;
+    for (size_t s = 0; s < n_states && ok && !p->error; s++) {
+        if (!p->sloop[s])
+            continue;
+        uint32_t l = p->sloop[s] - 1;
+        if (!(p->loop_na[l] & 2))
+            continue;
+        uint32_t succ = p->loop_succ[l];
+        bool all = succ != ST_DEAD && utf8_uniform_all(p, (uint32_t)s, succ);
+        ok = all == (p->loop_na[l] & 1);
+        n++;
+    }
+    ok = ok && !p->error;
+    UNLOCK(p);
+    if (n_checked)
+        *n_checked = n;
+    return ok;
+}
+
 
 /* ---- vocabulary tries ---- */
 
@@ -1877,12 +2033,8 @@ const char *grammar_vocab_token(const grammar_vocab *v, int32_t id, uint32_t *le
     return v->bytes[id];
 }
 
-/* The dominant successor of state s: the state most allowed bytes lead to, and the set of
- * those bytes (computed once per state, on demand). Inside a string most bytes lead to
- * the same state (itself, or the next count of a bounded repetition), which lets a mask
- * walk accept whole trie subtrees at once. NULL on error. */
-/* Every valid multi-byte UTF-8 character leads from s to target. Continuation bytes are
- * tried once per byte class, so this costs a few hundred table lookups. */
+/* The rest of a multi-byte character from s (left bytes, the first in lo..hi) always
+ * ends in target. Continuation bytes are tried once per byte class. */
 static bool utf8_step(gpool *p, uint32_t s, uint32_t left, uint8_t lo, uint8_t hi,
                       uint32_t target)
 {
@@ -1902,73 +2054,145 @@ static bool utf8_step(gpool *p, uint32_t s, uint32_t left, uint8_t lo, uint8_t h
     return true;
 }
 
-static bool utf8_uniform(gpool *p, uint32_t s, uint32_t target)
+/* Every valid multi-byte UTF-8 character leads from s to target, by trying every character
+ * form, once per byte class of each byte: some 60 transitions through states of their own. */
+static bool utf8_uniform_all(gpool *p, uint32_t s, uint32_t target)
 {
-    static const struct {
-        uint8_t lead_lo, lead_hi, lo, hi, n;
-    } forms[] = {{0xC2, 0xDF, 0x80, 0xBF, 1}, {0xE0, 0xE0, 0xA0, 0xBF, 2},
-                 {0xE1, 0xEC, 0x80, 0xBF, 2}, {0xED, 0xED, 0x80, 0x9F, 2},
-                 {0xEE, 0xEF, 0x80, 0xBF, 2}, {0xF0, 0xF0, 0x90, 0xBF, 3},
-                 {0xF1, 0xF3, 0x80, 0xBF, 3}, {0xF4, 0xF4, 0x80, 0x8F, 3}};
     const grammar *g = p->g;
-    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+    for (size_t f = 0; f < sizeof utf8_forms / sizeof utf8_forms[0]; f++) {
         uint8_t seen[256] = {0};
-        for (unsigned b = forms[f].lead_lo; b <= forms[f].lead_hi; b++) {
+        for (unsigned b = utf8_forms[f].lead_lo; b <= utf8_forms[f].lead_hi; b++) {
             if (seen[g->bclass[b]])
                 continue;
             seen[g->bclass[b]] = 1;
             uint32_t t = advance(p, s, (uint8_t)b);
-            if (t == ST_DEAD)
-                return false;
             /* the second byte has the form's own range, later ones 80..BF */
-            const grammar *gg = g;
-            uint8_t seen2[256] = {0};
-            for (unsigned c = forms[f].lo; c <= forms[f].hi; c++) {
-                if (seen2[gg->bclass[c]])
-                    continue;
-                seen2[gg->bclass[c]] = 1;
-                uint32_t t2 = advance(p, t, (uint8_t)c);
-                if (t2 == ST_DEAD || !utf8_step(p, t2, forms[f].n - 1u, 0x80, 0xBF, target))
-                    return false;
-            }
+            if (t == ST_DEAD ||
+                !utf8_step(p, t, utf8_forms[f].n - 1u, utf8_forms[f].lo, utf8_forms[f].hi, target))
+                return false;
         }
     }
     return !p->error;
 }
 
+/* Every valid multi-byte UTF-8 character leads from s to target (*shortcut: decided by
+ * the rule below).
+ *
+ * When every stack of s that can take a lead byte (C2..F4) sits on the first element of
+ * an alternative of a char-complete rule (char_complete_rules: a lowered character class
+ * that contains every non-ASCII character, such as a JSON string's), all valid non-ASCII
+ * characters provably lead to one state, so one character (U+0080) decides: two
+ * transitions. Otherwise utf8_uniform_all tries them all (~60 transitions), which is what
+ * made the first mask of a maxLength string (40 positions analysed at once) cost ~1 ms. */
+static bool utf8_uniform(gpool *p, uint32_t s, uint32_t target, bool *shortcut)
+{
+    const grammar *g = p->g;
+    bool fast = true;
+    const uint32_t *nodes = p->sarena + p->soff[s];
+    for (uint32_t i = 0; i < p->slen[s] && fast; i++) {
+        uint32_t n = nodes[i];
+        if (n == NODE_EMPTY)
+            continue;
+        uint32_t pos = p->npos[n];
+        fast = !has_lead_byte(g->sets[g->el[pos]]) || ((g->charstart[pos >> 3] >> (pos & 7)) & 1);
+    }
+    *shortcut = fast;
+    if (fast) {
+        p->stats.chars_shortcut++;
+        uint32_t t = advance(p, advance(p, s, 0xC2), 0x80);
+        return t != ST_DEAD && t == target && !p->error;
+    }
+    p->stats.chars_full++;
+    return utf8_uniform_all(p, s, target);
+}
+
+/* The successors of s on every byte class (cx[class]). Bytes taken by the same stacks of
+ * s lead to the same state, so each distinct set of stacks is expanded once and the other
+ * classes' table entries are filled from it: inside a string the 40-odd classes of a
+ * schema grammar fall into a handful of such sets. */
+static void advance_classes(gpool *p, uint32_t s, uint32_t *cx)
+{
+    const grammar *g = p->g;
+    uint32_t n = p->slen[s];
+    if (n > 64) {
+        for (uint32_t c = 0; c < g->n_bclass; c++)
+            cx[c] = advance(p, s, g->brep[c]);
+        return;
+    }
+    uint64_t sig[256] = {0};
+    const uint32_t *nodes = p->sarena + p->soff[s];
+    for (uint32_t i = 0; i < n; i++) {
+        if (nodes[i] == NODE_EMPTY)
+            continue;
+        const uint8_t *set = g->sets[g->el[p->npos[nodes[i]]]];
+        for (uint32_t c = 0; c < g->n_bclass; c++)
+            sig[c] |= (uint64_t)set_has(set, g->brep[c]) << i;
+    }
+    /* nodes may move once advance interns states: only sig is used from here on */
+    uint64_t usig[256];
+    uint32_t ucx[256], nu = 0;
+    for (uint32_t c = 0; c < g->n_bclass; c++) {
+        if (!sig[c]) {
+            cx[c] = ST_DEAD;
+            continue;
+        }
+        uint32_t u = 0;
+        while (u < nu && usig[u] != sig[c])
+            u++;
+        if (u == nu) {
+            usig[nu] = sig[c];
+            ucx[nu++] = advance(p, s, g->brep[c]);
+        } else if (p->stt[s]) {
+            uint32_t *row = tt_row(p, p->stt[s] - 1);
+            if (row[c] == TT_UNKNOWN)
+                row[c] = ucx[u];
+        }
+        cx[c] = ucx[u];
+    }
+}
+
+/* The dominant successor of state s: the state most allowed bytes lead to, and the set of
+ * those bytes (computed once per state, on demand). Inside a string most bytes lead to
+ * the same state (itself, or the next count of a bounded repetition), which lets a mask
+ * walk accept whole trie subtrees at once. NULL on error. */
 static const uint8_t *dom_info(gpool *p, uint32_t s, uint32_t *succ)
 {
     if (p->sloop[s]) {
         *succ = p->loop_succ[p->sloop[s] - 1];
         return p->loops[p->sloop[s] - 1];
     }
-    uint32_t nx[256], cx[256];
+    uint32_t cx[256], ux[256], un[256], nu = 0;
     uint32_t best = ST_DEAD, best_n = 0;
     const grammar *g = p->g;
-    for (uint32_t c = 0; c < g->n_bclass; c++)
-        cx[c] = advance(p, s, g->brep[c]);
-    for (int b = 0; b < 256; b++)
-        nx[b] = cx[g->bclass[b]];
+    advance_classes(p, s, cx);
     if (p->error)
         return NULL;
-    for (int b = 0; b < 256; b++) {
-        if (nx[b] == ST_DEAD || nx[b] == best)
+    /* bytes per successor; classes are numbered in the order of their first byte, so the
+     * first successor to reach the largest count is that of the lowest byte */
+    for (uint32_t c = 0; c < g->n_bclass; c++) {
+        if (cx[c] == ST_DEAD)
             continue;
-        uint32_t n = 0;
-        for (int k = b; k < 256; k++)
-            n += nx[k] == nx[b];
-        if (n > best_n) {
-            best_n = n;
-            best = nx[b];
+        uint32_t u = 0;
+        while (u < nu && ux[u] != cx[c])
+            u++;
+        if (u == nu) {
+            ux[nu] = cx[c];
+            un[nu++] = 0;
         }
-        if (best_n > 128)
-            break;
+        un[u] += g->csize[c];
+    }
+    for (uint32_t u = 0; u < nu; u++) {
+        if (un[u] > best_n) {
+            best_n = un[u];
+            best = ux[u];
+        }
     }
     uint8_t set[32] = {0};
-    for (int b = 0; b < 256; b++)
-        if (nx[b] == best && best != ST_DEAD)
+    for (int b = 0; b < 256 && best != ST_DEAD; b++)
+        if (cx[g->bclass[b]] == best)
             set[b >> 3] |= (uint8_t)(1u << (b & 7));
-    bool na = best != ST_DEAD && utf8_uniform(p, s, best);
+    bool shortcut = false;
+    bool na = best != ST_DEAD && utf8_uniform(p, s, best, &shortcut);
     if (p->error)
         return NULL;
     if (!grow((void **)&p->loops, &p->cap_loops, p->n_loops + 1, 32) ||
@@ -1979,7 +2203,7 @@ static const uint8_t *dom_info(gpool *p, uint32_t s, uint32_t *succ)
     }
     memcpy(p->loops[p->n_loops], set, 32);
     p->loop_succ[p->n_loops] = best;
-    p->loop_na[p->n_loops] = na;
+    p->loop_na[p->n_loops] = (uint8_t)(na | shortcut << 1);
     p->sloop[s] = (uint32_t)++p->n_loops;
     *succ = best;
     return p->loops[p->n_loops - 1];
@@ -2035,7 +2259,7 @@ static uint32_t free_run_chars(gpool *p, uint32_t s)
     uint32_t succ;
     const uint8_t *u0 = dom_info(p, s, &succ);
     uint32_t run = 0, t = s;
-    if (u0 && p->loop_na[p->sloop[s] - 1]) {
+    if (u0 && (p->loop_na[p->sloop[s] - 1] & 1)) {
         uint8_t base[32] = {0};
         memcpy(base, u0, 16); /* the ASCII half */
         run = 1;
@@ -2045,7 +2269,7 @@ static uint32_t free_run_chars(gpool *p, uint32_t s)
         while (run < GRAMMAR_MAX_TOKEN_BYTES && t != ST_DEAD) {
             uint32_t next;
             const uint8_t *u = dom_info(p, t, &next);
-            if (!u || !subset_of(base, u) || !p->loop_na[p->sloop[t] - 1])
+            if (!u || !subset_of(base, u) || !(p->loop_na[p->sloop[t] - 1] & 1))
                 break;
             run++;
             if (next == t) {
@@ -2419,7 +2643,7 @@ static bool dwalk(gpool *p, const grammar_vocab *v, const tnode *n, uint32_t s, 
     uint8_t D[32];
     memcpy(D, dom, 32);
     /* character mode when every valid non-ASCII character follows the dominant bytes */
-    bool chars = p->loop_na[p->sloop[s] - 1] != 0;
+    bool chars = (p->loop_na[p->sloop[s] - 1] & 1) != 0;
     if (chars)
         memset(D + 16, 0, 16);
     int nd = 0;
@@ -2471,8 +2695,15 @@ static bool dwalk(gpool *p, const grammar_vocab *v, const tnode *n, uint32_t s, 
         const uint32_t *cm = ix->cum + (size_t)(L - 1) * words;
         for (size_t w = 0; w < words; w++)
             mask[w] |= cm[w];
-        while (i < ix->n_pure && ix->pure[i][1] <= L)
-            i++;
+        /* skip those (binary search: character-mode indexes hold ~100 000 pure tokens) */
+        uint32_t hi = ix->n_pure;
+        while (i < hi) {
+            uint32_t mid = i + (hi - i) / 2;
+            if (ix->pure[mid][1] <= L)
+                i = mid + 1;
+            else
+                hi = mid;
+        }
     }
     for (; i < ix->n_pure && ix->pure[i][1] <= R; i++)
         mask[ix->pure[i][0] >> 5] |= 1u << (ix->pure[i][0] & 31);

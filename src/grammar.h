@@ -140,9 +140,16 @@ typedef struct {
     uint64_t mask_calls, mask_cache_hits;
     uint64_t trie_nodes_visited;
     uint64_t expansions;      /* transitions computed (not found in the tables) */
+    /* positions whose non-ASCII characters were found to lead to one state by a
+     * char-complete rule (two transitions) / by trying every character form */
+    uint64_t chars_shortcut, chars_full;
     uint32_t n_stack_nodes, n_states;
 } grammar_stats;
 void grammar_matcher_stats(const grammar_matcher *m, grammar_stats *out);
+/* For tests: decide again, by trying every character form, each position of the matcher
+ * family whose non-ASCII characters were judged by the char-complete shortcut; false on
+ * any disagreement. *n_checked (may be NULL): how many were checked. */
+bool grammar_matcher_check_chars(grammar_matcher *m, uint32_t *n_checked);
 
 /* ---- construction (used by the front ends) ---- */
 

@@ -544,6 +544,209 @@ static void test_masks_restricted(void **state)
     gguf_close(f.g);
 }
 
+/* Bounded strings in character mode. A rule holding every non-ASCII character as plain
+ * byte sequences (a lowered class such as a JSON string's [^"\\\x00-\x1F]) lets one
+ * character decide, at each count of char{0,40}, whether every non-ASCII character leads
+ * where the ASCII bytes do (grammar.c, char-complete rules); a class missing one
+ * character, a rule whose alternative goes on after a character, or a rule whose
+ * alternatives do not match whole characters must be decided by trying them all. Masks of
+ * fresh grammars (each analysing its whole bounded run at the string's first character)
+ * against brute force at every step and against a grammar warmed by other walks; the
+ * shortcut's answers against the full test. */
+static void add_bytes(grammar_builder *b, int32_t rule, const uint8_t (*ranges)[2], size_t n,
+                      int32_t tail)
+{
+    grammar_elem seq[8];
+    for (size_t i = 0; i < n; i++) {
+        uint8_t set[32] = {0};
+        for (unsigned c = ranges[i][0]; c <= ranges[i][1]; c++)
+            set[c >> 3] |= (uint8_t)(1u << (c & 7));
+        seq[i] = gb_elem_bytes(b, set);
+    }
+    if (tail >= 0)
+        seq[n++] = gb_elem_rule(tail);
+    assert_true(gb_add_alt(b, rule, seq, n));
+}
+
+/* "\"" c{0,12} "\"" from raw byte sets: c is printable ASCII but '"', '\\' and 's', or
+ * one multi-byte UTF-8 character, each form spelled out as a plain byte sequence, so c
+ * takes every character (variant 0: char-complete). Variant 1 adds the alternative
+ * C3 A9 's' (a 2-byte lead starting 3 bytes), variant 2 C3 A9 followed by a rule ('s'),
+ * variant 3 leaves out the leads EC (Hangul syllables among them); none is
+ * char-complete, and in each é does not lead where the other characters do. */
+static grammar *raw_string_grammar(int variant)
+{
+    grammar_builder *b = gb_new();
+    int32_t root = gb_rule(b, "root", 4), c = gb_rule(b, "c", 1), s = gb_rule(b, "s", 1);
+    const uint8_t ascii[][2] = {{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x72}, {0x74, 0x7E}};
+    for (size_t i = 0; i < 4; i++)
+        add_bytes(b, c, &ascii[i], 1, -1);
+    const uint8_t forms[][4][2] = {
+        {{0xC2, 0xDF}, {0x80, 0xBF}},
+        {{0xE0, 0xE0}, {0xA0, 0xBF}, {0x80, 0xBF}},
+        {{0xE1, 0xEC}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xED, 0xED}, {0x80, 0x9F}, {0x80, 0xBF}},
+        {{0xEE, 0xEF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF0, 0xF0}, {0x90, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF1, 0xF3}, {0x80, 0xBF}, {0x80, 0xBF}, {0x80, 0xBF}},
+        {{0xF4, 0xF4}, {0x80, 0x8F}, {0x80, 0xBF}, {0x80, 0xBF}},
+    };
+    const size_t flen[] = {2, 3, 3, 3, 3, 4, 4, 4};
+    for (size_t f = 0; f < 8; f++) {
+        uint8_t r[4][2];
+        memcpy(r, forms[f], sizeof r);
+        if (variant == 3 && f == 2)
+            r[0][1] = 0xEB;
+        add_bytes(b, c, (const uint8_t (*)[2])r, flen[f], -1);
+    }
+    const uint8_t e_acute_s[][2] = {{0xC3, 0xC3}, {0xA9, 0xA9}, {'s', 's'}};
+    if (variant == 1)
+        add_bytes(b, c, e_acute_s, 3, -1);
+    if (variant == 2)
+        add_bytes(b, c, e_acute_s, 2, s);
+    add_bytes(b, s, &e_acute_s[2], 1, -1);
+    /* opt_k ::= c opt_{k-1} | ε, as the GBNF front end lowers c{0,12} */
+    int32_t inner = -1;
+    for (int k = 0; k < 12; k++) {
+        char name[16];
+        snprintf(name, sizeof name, "opt%d", k);
+        int32_t r = gb_rule(b, name, strlen(name));
+        grammar_elem alt[2] = {gb_elem_rule(c), inner >= 0 ? gb_elem_rule(inner) : 0};
+        assert_true(gb_add_alt(b, r, alt, inner >= 0 ? 2 : 1));
+        assert_true(gb_add_alt(b, r, NULL, 0));
+        inner = r;
+    }
+    uint8_t qset[32] = {0};
+    qset['"' >> 3] |= 1u << ('"' & 7);
+    grammar_elem seq[3] = {gb_elem_bytes(b, qset), gb_elem_rule(inner), gb_elem_bytes(b, qset)};
+    assert_true(gb_add_alt(b, root, seq, 3));
+    char err[256];
+    grammar *g = gb_finish(b, "root", err, sizeof err);
+    if (!g)
+        fail_msg("raw grammar: %s", err);
+    return g;
+}
+
+static void test_masks_bounded_strings(void **state)
+{
+    (void)state;
+    const char *gs[] = {
+        /* the records benchmark's title: json-char{0,40} */
+        "root ::= \"\\\"\" char{0,40} \"\\\",\" [0-9]\n"
+        "char ::= [^\"\\\\\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n",
+        /* a class missing one character (é) */
+        "root ::= \"\\\"\" [^\"\\\\\\x00-\\x1F\\u00e9]{0,20} \"\\\"\"\n",
+        /* é may go on with x */
+        "root ::= \"\\\"\" c{0,20} \"\\\"\"\nc ::= [^\"\\\\\\x00-\\x1F] | \"\\u00e9x\"\n",
+        /* two bounded runs alive at once (two parents) and any character (.) */
+        "root ::= \"\\\"\" ([^\"]{0,6} \"a\" | [^\"]{0,3} \"b\" | .{2,30} \"!\") \"\\\"\"\n",
+        /* every non-ASCII character leads to one state, not where the letters lead */
+        "root ::= \"\\\"\" ([a-z ] | [^\\x00-\\x7F] \"!\"){0,10} \"\\\"\"\n",
+        /* raw_string_grammar variants 0-3 */
+        NULL, NULL, NULL, NULL,
+    };
+    const size_t first_raw = 5;
+    vocab_fixture f = load_vocab("vocab/ggml-vocab-llama-bpe.gguf");
+    size_t W = grammar_vocab_mask_words(f.v);
+    uint32_t *mask = malloc(W * 4), *warm = malloc(W * 4);
+    int32_t *allowed = malloc((size_t)grammar_vocab_n_tokens(f.v) * sizeof *allowed);
+    uint32_t checked = 0;
+    for (size_t gi = 0; gi < sizeof gs / sizeof gs[0]; gi++) {
+        bool raw = gs[gi] == NULL;
+        int variant = (int)gi - (int)first_raw;
+        grammar *gw = raw ? raw_string_grammar(variant) : gbnf(gs[gi]);
+        /* warm gw up with walks of other seeds */
+        for (int walk = 0; walk < 2; walk++) {
+            grammar_matcher *m = grammar_matcher_new(gw);
+            rng = gi * 100 + (uint64_t)walk + 50;
+            for (int step = 0; step < 30; step++) {
+                int32_t k = 0;
+                grammar_fill_mask(m, f.v, mask);
+                for (size_t w = 0; w < W; w++)
+                    for (uint32_t bits = mask[w]; bits; bits &= bits - 1)
+                        allowed[k++] = (int32_t)(w * 32 + (size_t)__builtin_ctz(bits));
+                int32_t id = k ? allowed[rnd() % (uint32_t)k] : f.eos;
+                if (id == f.eos)
+                    break;
+                assert_true(grammar_accept_token(m, f.v, id));
+            }
+            grammar_matcher_free(m);
+        }
+        for (int walk = 0; walk < 3; walk++) {
+            grammar *g = raw ? raw_string_grammar(variant) : gbnf(gs[gi]);
+            grammar_matcher *m = grammar_matcher_new(g), *mw = grammar_matcher_new(gw);
+            rng = gi * 100 + (uint64_t)walk + 7;
+            grammar_stats mstats = {0};
+            for (int step = 0; step < 30; step++) {
+                if (gi == 0 && walk == 0 && step < 2) {
+                    /* the masks before the string and at its first character: the 40
+                     * counts are analysed at once (for tokens such as "\"abc"), each by
+                     * the shortcut (some 3 700 transitions without it); the brute force
+                     * of check_mask computes transitions of its own */
+                    grammar_stats a, b;
+                    grammar_matcher_stats(m, &a);
+                    grammar_fill_mask(m, f.v, mask);
+                    grammar_matcher_stats(m, &b);
+                    mstats.expansions += b.expansions - a.expansions;
+                    mstats.chars_shortcut += b.chars_shortcut - a.chars_shortcut;
+                    mstats.chars_full += b.chars_full - a.chars_full;
+                }
+                if (gi == 0 && walk == 0 && step == 2) {
+                    printf("json-char{0,40}, masks up to its first character: %llu transitions, "
+                           "%llu positions by the shortcut, %llu by the full test\n",
+                           (unsigned long long)mstats.expansions,
+                           (unsigned long long)mstats.chars_shortcut,
+                           (unsigned long long)mstats.chars_full);
+                    assert_true(mstats.chars_shortcut >= 40);
+                    assert_true(mstats.expansions < 1500);
+                }
+                check_mask(m, f.v, mask, f.eos);
+                grammar_fill_mask(mw, f.v, warm);
+                assert_memory_equal(mask, warm, W * 4);
+                int32_t k = 0;
+                for (size_t w = 0; w < W; w++)
+                    for (uint32_t bits = mask[w]; bits; bits &= bits - 1)
+                        allowed[k++] = (int32_t)(w * 32 + (size_t)__builtin_ctz(bits));
+                if (k == 0)
+                    break;
+                /* the first walk of the first grammar opens the string alone */
+                int32_t id = gi == 0 && walk == 0 && step == 0 ? f.eos : allowed[rnd() % (uint32_t)k];
+                if (id == f.eos) {
+                    if (gi == 0 && walk == 0 && step == 0) {
+                        assert_true(grammar_matcher_accept_bytes(m, "\"", 1));
+                        assert_true(grammar_matcher_accept_bytes(mw, "\"", 1));
+                        continue;
+                    }
+                    break;
+                }
+                assert_true(grammar_accept_token(m, f.v, id));
+                assert_true(grammar_accept_token(mw, f.v, id));
+            }
+            uint32_t n = 0;
+            assert_true(grammar_matcher_check_chars(m, &n));
+            checked += n;
+            grammar_stats st;
+            grammar_matcher_stats(m, &st);
+            /* inside the string: never char-complete / always (walks may end early) */
+            if ((gi >= 1 && gi <= 2) || (raw && variant > 0))
+                assert_true(st.chars_full > 0);
+            if (raw && variant == 0)
+                assert_true(st.chars_full == 0 && st.chars_shortcut > 0);
+            grammar_matcher_free(m);
+            grammar_matcher_free(mw);
+            grammar_free(g);
+        }
+        grammar_free(gw);
+    }
+    printf("char-complete shortcut: %u answers confirmed by the full test\n", checked);
+    assert_true(checked >= 40);
+    free(mask);
+    free(warm);
+    free(allowed);
+    grammar_vocab_free(f.v);
+    gguf_close(f.g);
+}
+
 static void test_masks_spm(void **state)
 {
     (void)state;
@@ -670,6 +873,7 @@ int main(void)
         cmocka_unit_test(test_masks_llama3),
         cmocka_unit_test(test_masks_spm),
         cmocka_unit_test(test_masks_restricted),
+        cmocka_unit_test(test_masks_bounded_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
