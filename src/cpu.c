@@ -66,9 +66,11 @@ static void detect(void)
 #if defined(__x86_64__) && defined(__linux__)
             /* AMX: CPU support, OS-managed tile state (XCR0 bits 17-18), and Linux's
              * per-process permission for the 8 KiB tile data state */
-            bool amx = ((d >> 24) & 1) && ((d >> 25) & 1) && (xcr0 & 0x60000) == 0x60000 &&
-                       f->avx512bw && f->avx512vl;
-            f->amx_int8 = amx && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+            bool amx = ((d >> 24) & 1) && (((d >> 25) & 1) || ((d >> 22) & 1)) &&
+                       (xcr0 & 0x60000) == 0x60000 && f->avx512bw && f->avx512vl;
+            bool perm = amx && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+            f->amx_int8 = perm && ((d >> 25) & 1);
+            f->amx_bf16 = perm && ((d >> 22) & 1);
 #endif
             unsigned int sub = a;
             if (sub >= 1) {
@@ -98,6 +100,7 @@ static void detect(void)
     add("avx512vbmi", f->avx512vbmi);
     add("avxvnni", f->avxvnni);
     add("amx-int8", f->amx_int8);
+    add("amx-bf16", f->amx_bf16);
     add("neon", f->neon);
     add("dotprod", f->dotprod);
 }

@@ -11,6 +11,7 @@ typedef struct {
     bool avx512f, avx512dq, avx512bw, avx512vl, avx512vnni, avx512bf16, avx512vbmi;
     bool avxvnni;
     bool amx_int8;   /* AMX tiles with int8 dot products, and the OS let this process use them */
+    bool amx_bf16;   /* the same tiles with bf16 dot products (fp32 accumulation) */
     bool neon, dotprod;
 } orc_cpu_features;
 

@@ -14,7 +14,8 @@
 
 static const orc_kernels *g_kern;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static bool g_amx_allowed; /* the CPU has AMX-INT8 and ORC_NO_AMX is not set */
+static bool g_amx_allowed;      /* the CPU has AMX-INT8 and ORC_NO_AMX is not set */
+static bool g_amx_bf16_allowed; /* the CPU has AMX-BF16 and ORC_NO_AMX is not set */
 
 static const orc_kernels *isa_by_name(const char *name)
 {
@@ -52,7 +53,9 @@ static const orc_kernels *best_isa(void)
 static void init_isa(void)
 {
     const char *na = getenv("ORC_NO_AMX");
-    g_amx_allowed = orc_cpu_get()->amx_int8 && !(na && *na && strcmp(na, "0") != 0);
+    bool no_amx = na && *na && strcmp(na, "0") != 0;
+    g_amx_allowed = orc_cpu_get()->amx_int8 && !no_amx;
+    g_amx_bf16_allowed = orc_cpu_get()->amx_bf16 && !no_amx;
     const char *env = getenv("ORC_ISA");
     const orc_kernels *k = env && *env ? isa_by_name(env) : NULL;
     __atomic_store_n(&g_kern, k ? k : best_isa(), __ATOMIC_RELEASE);
@@ -93,12 +96,30 @@ bool orc_quant_amx(void)
 #endif
 }
 
+bool orc_quant_amx_bf16(void)
+{
+#if defined(__x86_64__)
+    return kern() == &orc_kernels_avx512 && g_amx_bf16_allowed;
+#else
+    return false;
+#endif
+}
+
+/* AMX is on for this weight type (int8 or bf16 tiles) */
+static bool amx_for(uint32_t wtype)
+{
+    return wtype == ORC_DT_F16 || wtype == ORC_DT_BF16 ? orc_quant_amx_bf16() : orc_quant_amx();
+}
+
 uint32_t orc_matmul_act_type(uint32_t wtype, int64_t n, int64_t n_tok)
 {
     /* the tiles read plain activation rows: 32-element blocks (those of Q8_0), or Q8_K
-     * for the K-quants (not the interleaved rows of their repacked layouts) */
-    if (!orc_quant_amx() || !orc_amx_handles(wtype, n, n_tok))
+     * for the K-quants (not the interleaved rows of their repacked layouts); bf16 hi + lo
+     * rows for F16/BF16 */
+    if (!amx_for(wtype) || !orc_amx_handles(wtype, n, n_tok))
         return wtype;
+    if (wtype == ORC_DT_F16 || wtype == ORC_DT_BF16)
+        return ORC_QUANT_ACT_BF16X2;
     uint32_t base = wtype & 0xFF;
     return base == ORC_DT_Q4_K || base == ORC_DT_Q6_K ? base : ORC_DT_Q8_0;
 }
@@ -119,6 +140,8 @@ static int slot_of(uint32_t wtype)
 
 static int act_kind(uint32_t wtype)
 {
+    if (wtype == ORC_QUANT_ACT_BF16X2)
+        return ORC_ACT_BF16X2;
     if (wtype & ORC_QUANT_REPACKED)
         return slot_of(wtype) < 0                          ? -1
                : wtype == (ORC_DT_Q4_K | ORC_QUANT_REPACKED) ? ORC_ACT_Q8KX8
@@ -150,7 +173,7 @@ static int act_kind(uint32_t wtype)
 
 bool orc_quant_supported(uint32_t wtype)
 {
-    return act_kind(wtype) >= 0;
+    return wtype != ORC_QUANT_ACT_BF16X2 && act_kind(wtype) >= 0;
 }
 
 int orc_act_format(uint32_t wtype)
@@ -250,6 +273,7 @@ size_t orc_act_row_size(uint32_t wtype, int64_t n)
         return 0;
     switch (act_kind(wtype)) {
     case ORC_ACT_F32:
+    case ORC_ACT_BF16X2:
         return (uint64_t)n > SIZE_MAX / 4 ? 0 : (size_t)n * 4;
     case ORC_ACT_Q8A:
     case ORC_ACT_Q8AX8:
@@ -269,6 +293,9 @@ void orc_act_convert(uint32_t wtype, const float *x, void *dst, int64_t n)
     switch (act_kind(wtype)) {
     case ORC_ACT_F32:
         memcpy(dst, x, (size_t)n * sizeof(float));
+        return;
+    case ORC_ACT_BF16X2:
+        orc_amx_act_bf16x2(x, dst, n);
         return;
     case ORC_ACT_Q8A:
         (k->quant_q8a ? k->quant_q8a : orc_ref_quantize_q8a)(x, dst, n);
@@ -307,6 +334,10 @@ void orc_act_convert(uint32_t wtype, const float *x, void *dst, int64_t n)
     }
 }
 
+/* below the smallest of the AMX minimums, no product goes to the tiles */
+#define AMX_MIN2(a, b) ((a) < (b) ? (a) : (b))
+#define AMX_MIN_ANY AMX_MIN2(ORC_AMX_MIN_TOKENS, AMX_MIN2(ORC_AMX_F16_MIN_TOKENS, ORC_AMX_BF16_MIN_TOKENS))
+
 /* Tiles of 4 rows x 4 tokens over the whole row length. For prefill the rows are taken
  * in panels small enough to stay in L2 while every token tile streams past them, so each
  * weight byte comes from DRAM once per call. */
@@ -322,7 +353,7 @@ void orc_matmul(uint32_t wtype, const void *W, size_t w_stride, int64_t n,
     int slot = slot_of(wtype);
     if (slot < 0 || r1 <= r0 || n_tok <= 0)
         return;
-    if (n_tok >= ORC_AMX_MIN_TOKENS && orc_quant_amx() &&
+    if (n_tok >= AMX_MIN_ANY && amx_for(wtype) &&
         orc_amx_matmul(wtype, W, w_stride, n, X, x_stride, n_tok, Y, ldy, r0, r1))
         return;
     orc_tile_fn tile = k->tile[slot] ? k->tile[slot] : orc_kernels_ref.tile[slot];

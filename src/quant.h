@@ -62,14 +62,26 @@ uint32_t orc_quant_repack(uint32_t wtype, void *data, int64_t nrows, size_t row_
  * -1 when unsupported. */
 int orc_act_format(uint32_t wtype);
 
+/* Activation-only type id (not a weight type: orc_quant_supported says false): F32 rows
+ * split into bf16 hi + lo halves for the AMX-BF16 tiles, 4n bytes a row. Accepted by
+ * orc_act_row_size, orc_act_convert and orc_act_format. */
+#define ORC_QUANT_ACT_BF16X2 (ORC_DT_BF16 | 0x200u)
+
 /* The weight type id whose activation format orc_matmul consumes for this product: wtype,
- * or a plain type (Q8_0's 32-element blocks; Q8_K rows for K-quants) when the batch goes to AMX tiles (Q4_0/Q8_0/Q4_K/Q6_K, >= 32 tokens, on
- * CPUs with AMX-INT8 while the avx512 path is selected; ORC_NO_AMX=1 turns them off).
- * Convert activations with orc_act_convert(orc_matmul_act_type(...)). */
+ * or a plain type (Q8_0's 32-element blocks; Q8_K rows for K-quants) when the batch goes
+ * to AMX int8 tiles (Q4_0/Q8_0/Q4_K/Q6_K, >= 32 tokens, on CPUs with AMX-INT8 while the
+ * avx512 path is selected), or ORC_QUANT_ACT_BF16X2 when an F16/BF16 batch goes to the
+ * AMX-BF16 tiles (F16 >= 32 tokens, BF16 >= 16, rows of >= 32 elements, CPUs with
+ * AMX-BF16, avx512 path);
+ * ORC_NO_AMX=1 turns both off. Convert activations with
+ * orc_act_convert(orc_matmul_act_type(...)). */
 uint32_t orc_matmul_act_type(uint32_t wtype, int64_t n, int64_t n_tok);
 
-/* True when batched Q4_0/Q8_0 products use AMX tiles. */
+/* True when batched Q4_0/Q8_0/Q4_K/Q6_K products use AMX int8 tiles. */
 bool orc_quant_amx(void);
+
+/* True when batched F16/BF16 products use AMX-BF16 tiles. */
+bool orc_quant_amx_bf16(void);
 
 /* Name of the SIMD path in use ("avx512", "avx2", "neon", "scalar"). The default is the
  * best the CPU supports; the environment variable ORC_ISA (same names) overrides it. */

@@ -1,6 +1,7 @@
 /* quant_amx.c - batched (prefill) products of Q4_0, Q8_0, Q4_K and Q6_K weights, plain or repacked,
- * with Intel AMX int8 tiles. Only this file is compiled for AMX (target attribute), and
- * quant.c calls it only when cpu.c found AMX usable and the batch is large enough.
+ * with Intel AMX int8 tiles, and of F16/BF16 weights with AMX-BF16 tiles (second half of
+ * the file). Only this file is compiled for AMX (target attribute), and quant.c calls it
+ * only when cpu.c found AMX usable and the batch is large enough.
  *
  * C (16 tokens x 16 weight rows, int32) = A (16 tokens x 32 int8 of one block) .
  * B (the same block of 16 weight rows, in the VNNI layout: 8 rows of 16 x 4 bytes), one
@@ -13,8 +14,57 @@
 #include "quant.h"
 #include "quant_impl.h"
 
+#include "cpu.h"
+#include "dtype.h"
+
+#include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* bf16 bits of u rounded to nearest even (NaN and overflow are the caller's) */
+static inline uint32_t rne_bf16(uint32_t u)
+{
+    return (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+}
+
+/* one activation element: hi = a rounded to bf16, lo = the rest (exact in fp32) rounded
+ * to bf16; where hi would overflow, hi = a truncated; a NaN stays a NaN in hi and
+ * infinities and NaNs have lo = 0 */
+static inline void split_bf16(float a, uint16_t *hi, uint16_t *lo)
+{
+    uint32_t u;
+    memcpy(&u, &a, 4);
+    if ((u & 0x7F800000u) == 0x7F800000u) {
+        *hi = (uint16_t)((u >> 16) | ((u & 0x7FFFFFu) ? 0x40u : 0u));
+        *lo = 0;
+        return;
+    }
+    uint32_t h = rne_bf16(u);
+    if ((h & 0x7F800000u) == 0x7F800000u)
+        h = u & 0xFFFF0000u;
+    float hf;
+    memcpy(&hf, &h, 4);
+    float r = a - hf; /* exact */
+    uint32_t v;
+    memcpy(&v, &r, 4);
+    *hi = (uint16_t)(h >> 16);
+    *lo = (uint16_t)(rne_bf16(v) >> 16);
+}
+
+static void act_bf16x2_scalar(const float *x, uint8_t *dst, int64_t n)
+{
+    int64_t nb = n / 32;
+    for (int64_t b = 0; b < nb; b++)
+        for (int k = 0; k < 32; k++) {
+            uint16_t hi, lo;
+            split_bf16(x[32 * b + k], &hi, &lo);
+            size_t o = (size_t)(128 * b + 2 * k);
+            memcpy(dst + o, &hi, 2);
+            memcpy(dst + o + 64, &lo, 2);
+        }
+    memcpy(dst + 128 * nb, x + 32 * nb, (size_t)(n - 32 * nb) * sizeof(float));
+}
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -400,8 +450,469 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
     _tile_release();
 }
 
+/* ------------------------------------------------------------------------------------
+ * F16 and BF16 weights on AMX-BF16 tiles (tdpbf16ps: fp32 C += bf16 A . bf16 B, A = 16
+ * tokens x 32 elements, B = the same 32 elements of 16 weight rows, in pairs).
+ *
+ * Precision: an F16 weight w (11-bit significand) is exactly w_hi + w_lo, two bf16 (w_hi
+ * w rounded to 8 bits, w_lo the rest: at most 3 bits; f16 subnormals are normal bf16);
+ * an F32 activation a is a_hi + a_lo to 2^-17 (both rounded to nearest), converted once
+ * per token by orc_amx_act_bf16x2. Each product is a_hi w_hi + a_hi w_lo + a_lo w_hi
+ * (three tile products; the dropped a_lo w_lo is at most 2^-16 of the product, of either
+ * sign, typically far less), a BF16 weight is exact and takes a_hi w + a_lo w. The tiles
+ * accumulate in fp32, as the FMA kernels do.
+ *
+ * Data: an activation row holds, per 32-element block, its 32 hi halves then its 32 lo
+ * halves (bf16, in order); the last n % 32 elements stay fp32 (4n bytes in all, the size
+ * of the F32 rows). Per K chunk (KCB blocks) the rows of a token group are copied into a
+ * per-thread scratch tile after tile (16 rows of 64 bytes, missing tokens zero), so the
+ * tile loads read 1 KiB runs rather than 16 rows a power of two apart, which collide in
+ * the caches; the next chunk is copied into a second buffer a few rows after each kernel
+ * call, overlapping its reads (from L3: a product reads all its activations once per row
+ * group) with the tiles' work. Weights are converted per panel of 16 rows x KCB blocks into a stack
+ * scratch in the B layout (row k = elements 2k, 2k + 1 of the 16 weight rows: a 16 x 16
+ * transpose of 32-bit pairs, then the hi/lo split for F16), and every token tile of the
+ * group passes over the panel before the next is converted: no copy of the weights, the
+ * conversion amortized over up to TG / 16 token tiles.
+ *
+ * Blocking: C is 2 token tiles x 2 panels (4 fp32 tiles, 32 x 32), the other four tiles
+ * hold two A and two B operands. The loops run row group (RG rows) > token group (TG) >
+ * K chunk > panel pair > token tile pair; the partial sums of a row group stay in a
+ * per-thread fp32 scratch (tile after tile) between K chunks, and the last chunk adds
+ * the fp32 tail and writes Y. Per-thread heap scratch: 1 MiB (partial sums 512 KiB, two
+ * activation chunks of 256 KiB); small products use a stack scratch instead. */
+
+#define BF16_TARGET __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+#define KCB 4    /* blocks of 32 per K chunk */
+#define RG 256   /* rows per row group */
+#define TG 512   /* tokens per token group */
+
+/* 16 bf16 rounded to nearest even, in the high words */
+BF16_TARGET static inline __m512i rne16(__m512i u)
+{
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), odd));
+    return _mm512_and_si512(u, _mm512_set1_epi32((int)0xFFFF0000u));
+}
+
+/* the high words of a then b, in order (32 bf16) */
+BF16_TARGET static inline __m512i high_words(__m512i a, __m512i b)
+{
+    const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29,
+                                         27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(a, odd, b);
+}
+
+BF16_TARGET static void act_bf16x2_avx512(const float *x, uint8_t *dst, int64_t n)
+{
+    int64_t nb = n / 32;
+    const __m512i mhi = _mm512_set1_epi32((int)0xFFFF0000u), mexp = _mm512_set1_epi32(0x7F800000);
+    const __m512i quiet = _mm512_set1_epi32(0x00400000);
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i h[2], l[2];
+        for (int s = 0; s < 2; s++) {
+            __m512 v = _mm512_loadu_ps(x + 32 * b + 16 * s);
+            __m512i u = _mm512_castps_si512(v);
+            __mmask16 nf = _mm512_cmpeq_epi32_mask(_mm512_and_si512(u, mexp), mexp);
+            __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            __m512i hu = rne16(u);
+            /* non-finite inputs, and finite ones that would round to infinity: truncated */
+            __mmask16 ov = _mm512_cmpeq_epi32_mask(_mm512_and_si512(hu, mexp), mexp) | nf;
+            hu = _mm512_mask_and_epi32(hu, ov, u, mhi);
+            __m512 r = _mm512_maskz_sub_ps((__mmask16)~nf, v, _mm512_castsi512_ps(hu));
+            h[s] = _mm512_mask_or_epi32(hu, nan, hu, quiet);
+            l[s] = rne16(_mm512_castps_si512(r));
+        }
+        _mm512_storeu_si512(dst + 128 * b, high_words(h[0], h[1]));
+        _mm512_storeu_si512(dst + 128 * b + 64, high_words(l[0], l[1]));
+    }
+    memcpy(dst + 128 * nb, x + 32 * nb, (size_t)(n - 32 * nb) * sizeof(float));
+}
+
+/* 16 x 16 32-bit transpose: r[j] lane k -> r[k] lane j */
+BF16_TARGET static inline void transpose16(__m512i r[16])
+{
+    __m512i a[16], b[16];
+    for (int i = 0; i < 8; i++) {
+        a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+        b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+    }
+    /* b[4 i + c] lane L = rows 4i..4i+3 of column 4L + c */
+    for (int c = 0; c < 4; c++) {
+        __m512i u0 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x44);
+        __m512i u1 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xEE);
+        __m512i v0 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x44);
+        __m512i v1 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xEE);
+        r[c] = _mm512_shuffle_i32x4(u0, v0, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(u0, v0, 0xDD);
+        r[8 + c] = _mm512_shuffle_i32x4(u1, v1, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(u1, v1, 0xDD);
+    }
+}
+
+/* Blocks [b0, b0 + kb) of rows [0, nr) of W (nr <= 16; missing rows are zero) into the B
+ * layout: block i's hi tile at out + 2048 i (row k, lane j = elements 2k, 2k + 1 of
+ * weight row j), its lo tile (F16 only) 1024 bytes further. */
+BF16_TARGET static void convert_panel(bool f16, const uint8_t *W, size_t ws, int nr, int64_t b0, int kb,
+                                      uint8_t *out)
+{
+    for (int i = 0; i < kb; i++) {
+        __m512i r[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = j < nr ? _mm512_loadu_si512(W + (size_t)j * ws + (size_t)(b0 + i) * 64) : _mm512_setzero_si512();
+        /* pairs of 16-bit weights move as 32-bit lanes: row k = pair k of every row */
+        transpose16(r);
+        uint8_t *o = out + 2048 * i;
+        if (!f16) {
+            for (int k = 0; k < 16; k++)
+                _mm512_store_si512(o + 64 * k, r[k]);
+            continue;
+        }
+        for (int k = 0; k < 16; k++) {
+            __m512 v0 = _mm512_cvtph_ps(_mm512_castsi512_si256(r[k]));
+            __m512 v1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(r[k], 1));
+            /* hi = w rounded to bf16; w - hi is exact, at most 3 significant bits (a
+             * multiple of w's f16 ulp, at most 4 of them), so its bf16 is exact */
+            __m512i h0 = rne16(_mm512_castps_si512(v0)), h1 = rne16(_mm512_castps_si512(v1));
+            __m512i l0 = _mm512_castps_si512(_mm512_sub_ps(v0, _mm512_castsi512_ps(h0)));
+            __m512i l1 = _mm512_castps_si512(_mm512_sub_ps(v1, _mm512_castsi512_ps(h1)));
+            _mm512_store_si512(o + 64 * k, high_words(h0, h1));
+            _mm512_store_si512(o + 1024 + 64 * k, high_words(l0, l1));
+        }
+    }
+}
+
+/* One token's blocks [b0, b0 + kb) (row at x; NULL: zeros) into row r of the packed
+ * tiles at out: block i's hi tile at out + 2048 i, its lo tile 1024 further. */
+BF16_TARGET static inline void pack_row(const uint8_t *x, int64_t b0, int kb, uint8_t *out, int r)
+{
+    for (int i = 0; i < kb; i++) {
+        __m512i h = _mm512_setzero_si512(), l = h;
+        if (x) {
+            h = _mm512_loadu_si512(x + (size_t)(b0 + i) * 128);
+            l = _mm512_loadu_si512(x + (size_t)(b0 + i) * 128 + 64);
+        }
+        _mm512_store_si512(out + 2048 * i + 64 * r, h);
+        _mm512_store_si512(out + 2048 * i + 1024 + 64 * r, l);
+    }
+}
+
+/* A K chunk of a token group to pack: tokens [t0, t1), blocks [b0, b0 + kb); rows are
+ * packed in order, `done` of the 16-row-rounded count so far. */
+typedef struct {
+    int64_t t0, t1, b0;
+    int kb, rows, done;
+    uint8_t *out;
+} pack_job;
+
+BF16_TARGET static void pack_some(pack_job *j, const uint8_t *X, size_t xs, int count)
+{
+    for (; count > 0 && j->done < j->rows; count--, j->done++) {
+        int64_t t = j->t0 + j->done;
+        pack_row(t < j->t1 ? X + (size_t)t * xs : NULL, j->b0, j->kb, j->out + (size_t)(j->done / 16) * KCB * 2048,
+                 j->done % 16);
+    }
+}
+
+/* tiles: 0-3 = C (token tile q, panel p at 2q + p), 4-5 = A (token tile q), 6-7 = B
+ * (panel p); all 16 x 64 bytes */
+BF16_TARGET static void configure_bf16(void)
+{
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    /* not _tile_loadconfig: its asm operand is the first 8 bytes only, and gcc dropped
+     * the stores of colsb as dead */
+    __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+}
+
+#define DP(NP, NQ)                                                                                           \
+    do {                                                                                                     \
+        _tile_dpbf16ps(0, 4, 6);                                                                             \
+        if (NP == 2)                                                                                         \
+            _tile_dpbf16ps(1, 4, 7);                                                                         \
+        if (NQ == 2) {                                                                                       \
+            _tile_dpbf16ps(2, 5, 6);                                                                         \
+            if (NP == 2)                                                                                     \
+                _tile_dpbf16ps(3, 5, 7);                                                                     \
+        }                                                                                                    \
+    } while (0)
+
+/* C tiles of NQ token tiles (packed at A, A + KCB * 2048) x NP panels (B, B + KCB * 2048)
+ * over kb blocks; C starts from zero (first) or from c[2q + p] (1 KiB each) and is
+ * stored back there. */
+__attribute__((always_inline)) BF16_TARGET static inline void
+bf16_kernel(int NP, int NQ, bool f16, const uint8_t *A, const uint8_t *B, int kb, float *const c[4], bool first)
+{
+    if (first) {
+        _tile_zero(0);
+        if (NP == 2)
+            _tile_zero(1);
+        if (NQ == 2) {
+            _tile_zero(2);
+            if (NP == 2)
+                _tile_zero(3);
+        }
+    } else {
+        _tile_loadd(0, c[0], 64);
+        if (NP == 2)
+            _tile_loadd(1, c[1], 64);
+        if (NQ == 2) {
+            _tile_loadd(2, c[2], 64);
+            if (NP == 2)
+                _tile_loadd(3, c[3], 64);
+        }
+    }
+    const uint8_t *A1 = A + KCB * 2048, *B1 = B + KCB * 2048;
+    for (int i = 0; i < kb; i++) {
+        /* a_lo w_hi, a_hi w_hi, then a_hi w_lo (F16) */
+        _tile_loadd(4, A + 2048 * i + 1024, 64);
+        if (NQ == 2)
+            _tile_loadd(5, A1 + 2048 * i + 1024, 64);
+        _tile_loadd(6, B + 2048 * i, 64);
+        if (NP == 2)
+            _tile_loadd(7, B1 + 2048 * i, 64);
+        DP(NP, NQ);
+        _tile_loadd(4, A + 2048 * i, 64);
+        if (NQ == 2)
+            _tile_loadd(5, A1 + 2048 * i, 64);
+        DP(NP, NQ);
+        if (f16) {
+            _tile_loadd(6, B + 2048 * i + 1024, 64);
+            if (NP == 2)
+                _tile_loadd(7, B1 + 2048 * i + 1024, 64);
+            DP(NP, NQ);
+        }
+    }
+    _tile_stored(0, c[0], 64);
+    if (NP == 2)
+        _tile_stored(1, c[1], 64);
+    if (NQ == 2) {
+        _tile_stored(2, c[2], 64);
+        if (NP == 2)
+            _tile_stored(3, c[3], 64);
+    }
+}
+
+BF16_TARGET static void bf16_kernel_any(int np, int nq, bool f16, const uint8_t *A, const uint8_t *B, int kb,
+                                        float *const c[4], bool first)
+{
+    if (np == 2 && nq == 2)
+        bf16_kernel(2, 2, f16, A, B, kb, c, first);
+    else if (np == 2)
+        bf16_kernel(2, 1, f16, A, B, kb, c, first);
+    else if (nq == 2)
+        bf16_kernel(1, 2, f16, A, B, kb, c, first);
+    else
+        bf16_kernel(1, 1, f16, A, B, kb, c, first);
+}
+
+/* Y rows [row, row + nr) of nt tokens = the finished tile c (16 x 16) plus the fp32 tail
+ * (m < 32 elements: activations at X + 128 nb of each token row, weights wt[i][16]) */
+BF16_TARGET static void bf16_epilogue(const float *c, int nt, int nr, const uint8_t *X, size_t xs, int64_t nb,
+                                      int m, const float *wt, float *Y, int64_t ldy)
+{
+    __mmask16 mk = (__mmask16)((1u << nr) - 1);
+    for (int t = 0; t < nt; t++) {
+        __m512 v = _mm512_load_ps(c + 16 * t);
+        const float *xt = (const float *)(X + (size_t)t * xs + 128 * (size_t)nb);
+        for (int i = 0; i < m; i++)
+            v = _mm512_fmadd_ps(_mm512_set1_ps(xt[i]), _mm512_load_ps(wt + 16 * i), v);
+        _mm512_mask_storeu_ps(Y + t * ldy, mk, v);
+    }
+}
+
+/* per-thread scratch, freed at thread exit: the partial sums (RG x TG floats) and the
+ * packed activations of two K chunks (TG / 16 x KCB tiles of 2 KiB each) */
+#define ACC_BYTES ((size_t)RG * TG * sizeof(float))
+#define APACK_BYTES ((size_t)(TG / 16) * KCB * 2048)
+static pthread_key_t g_scr_key;
+static pthread_once_t g_scr_once = PTHREAD_ONCE_INIT;
+static bool g_scr_key_ok;
+static _Thread_local uint8_t *t_scr;
+
+static void scr_make_key(void)
+{
+    g_scr_key_ok = pthread_key_create(&g_scr_key, free) == 0;
+}
+
+static uint8_t *bf16_scratch(void)
+{
+    if (t_scr)
+        return t_scr;
+    pthread_once(&g_scr_once, scr_make_key);
+    if (!g_scr_key_ok)
+        return NULL;
+    uint8_t *p = aligned_alloc(64, ACC_BYTES + 2 * APACK_BYTES);
+    if (p && pthread_setspecific(g_scr_key, p) != 0) {
+        free(p);
+        p = NULL;
+    }
+    return t_scr = p;
+}
+
+/* the chunk after (g0, t0, b0) in loop order, for a group of rg_rows x tg_toks; false
+ * when it is the last */
+static bool next_chunk(int64_t g0, int64_t t0, int64_t b0, int64_t r1, int64_t n_tok, int64_t nb, int64_t rg_rows,
+                       int64_t tg_toks, pack_job *j)
+{
+    if (b0 + KCB < nb) {
+        j->b0 = b0 + KCB;
+    } else if (t0 + tg_toks < n_tok) {
+        t0 += tg_toks;
+        j->b0 = 0;
+    } else if (g0 + rg_rows < r1) {
+        t0 = 0;
+        j->b0 = 0;
+    } else {
+        return false;
+    }
+    j->t0 = t0;
+    j->t1 = n_tok - t0 < tg_toks ? n_tok : t0 + tg_toks;
+    j->kb = nb - j->b0 < KCB ? (int)(nb - j->b0) : KCB;
+    j->rows = (int)((j->t1 - j->t0 + 15) / 16 * 16);
+    j->done = 0;
+    return true;
+}
+
+BF16_TARGET static void bf16_matmul(bool f16, const uint8_t *W, size_t ws, int64_t n, const uint8_t *X, size_t xs,
+                                    int64_t n_tok, float *Y, int64_t ldy, int64_t r0, int64_t r1)
+{
+    int64_t nb = n / 32;
+    int m = (int)(n % 32);
+    /* small products (and a failed allocation of the heap scratch): groups of at most
+     * 32 rows x 32 tokens in a stack scratch */
+    enum { SRG = 32, STG = 32 };
+    uint8_t stack_scr[SRG * STG * sizeof(float) + 2 * (STG / 16) * KCB * 2048] __attribute__((aligned(64)));
+    uint8_t *scr = r1 - r0 <= SRG && n_tok <= STG ? NULL : bf16_scratch();
+    int64_t rg_rows = RG, tg_toks = TG;
+    float *acc;
+    uint8_t *apack[2];
+    if (scr) {
+        acc = (float *)scr;
+        apack[0] = scr + ACC_BYTES;
+        apack[1] = scr + ACC_BYTES + APACK_BYTES;
+    } else {
+        rg_rows = SRG;
+        tg_toks = STG;
+        acc = (float *)stack_scr;
+        apack[0] = stack_scr + SRG * STG * sizeof(float);
+        apack[1] = apack[0] + (STG / 16) * KCB * 2048;
+    }
+    uint8_t panel[2 * KCB * 2048] __attribute__((aligned(64)));
+    float wt[2][31 * 16] __attribute__((aligned(64)));
+    configure_bf16();
+    /* the activations of the first chunk now; each later chunk's are packed into the
+     * other buffer a few rows after each kernel call of the chunk before, so their
+     * loads from L3 overlap the tiles' work */
+    pack_job pj = {.t0 = 0, .t1 = n_tok < tg_toks ? n_tok : tg_toks, .b0 = 0, .kb = nb < KCB ? (int)nb : KCB};
+    pj.rows = (int)((pj.t1 + 15) / 16 * 16);
+    pj.out = apack[0];
+    pack_some(&pj, X, xs, pj.rows);
+    int cur = 0;
+    for (int64_t g0 = r0; g0 < r1; g0 += rg_rows) {
+        int64_t g1 = r1 - g0 < rg_rows ? r1 : g0 + rg_rows;
+        int npan = (int)((g1 - g0 + 15) / 16);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += tg_toks) {
+            int64_t t1 = n_tok - t0 < tg_toks ? n_tok : t0 + tg_toks;
+            int ntt = (int)((t1 - t0 + 15) / 16);
+            for (int64_t b0 = 0; b0 < nb; b0 += KCB) {
+                int kb = nb - b0 < KCB ? (int)(nb - b0) : KCB;
+                bool first = b0 == 0, last = b0 + kb >= nb;
+                const uint8_t *A = apack[cur];
+                bool more = next_chunk(g0, t0, b0, r1, n_tok, nb, rg_rows, tg_toks, &pj);
+                pj.out = apack[cur ^ 1];
+                int calls = (npan + 1) / 2 * ((ntt + 1) / 2);
+                int pack_per_call = more ? (pj.rows + calls - 1) / calls : 0;
+                for (int p = 0; p < npan; p += 2) {
+                    int np = npan - p < 2 ? 1 : 2;
+                    int nr[2];
+                    for (int i = 0; i < np; i++) {
+                        int64_t row = g0 + 16 * (p + i);
+                        nr[i] = g1 - row < 16 ? (int)(g1 - row) : 16;
+                        const uint8_t *wr = W + (size_t)row * ws;
+                        convert_panel(f16, wr, ws, nr[i], b0, kb, panel + i * KCB * 2048);
+                        if (last && m)
+                            for (int e = 0; e < m; e++)
+                                for (int jr = 0; jr < 16; jr++) {
+                                    float v = 0.0f;
+                                    if (jr < nr[i]) {
+                                        uint16_t hv;
+                                        memcpy(&hv, wr + (size_t)jr * ws + 2 * (size_t)(32 * nb + e), 2);
+                                        v = f16 ? _cvtsh_ss(hv) : orc_bf16_to_f32(hv);
+                                    }
+                                    wt[i][16 * e + jr] = v;
+                                }
+                    }
+                    /* the next panel pair's weights (or the next chunk's first) come in
+                     * while the tokens pass over this one, spread over the kernel calls */
+                    int64_t prow = -1, pb = b0, pkb = kb;
+                    if (p + 2 < npan)
+                        prow = g0 + 16 * (p + 2);
+                    else if (!last) {
+                        prow = g0;
+                        pb = b0 + KCB;
+                        pkb = nb - pb < KCB ? nb - pb : KCB;
+                    }
+                    int64_t prows = prow < 0 ? 0 : (g1 - prow < 32 ? g1 - prow : 32);
+                    int64_t pf_lines = prows * pkb, pf_done = 0;
+                    int64_t pf_per_call = (pf_lines + (ntt + 1) / 2 - 1) / ((ntt + 1) / 2);
+                    for (int q = 0; q < ntt; q += 2) {
+                        int nq = ntt - q < 2 ? 1 : 2;
+                        float *c[4];
+                        for (int k = 0; k < 4; k++)
+                            c[k] = acc + (size_t)((p + (k & 1)) * ntt + q + (k >> 1)) * 256;
+                        bf16_kernel_any(np, nq, f16, A + (size_t)q * KCB * 2048, panel, kb, c, first);
+                        pack_some(&pj, X, xs, pack_per_call);
+                        for (int64_t e = 0; e < pf_per_call && pf_done < pf_lines; e++, pf_done++)
+                            _mm_prefetch((const char *)W + (size_t)(prow + pf_done / pkb) * ws +
+                                             (size_t)(pb + pf_done % pkb) * 64,
+                                         _MM_HINT_T1);
+                        if (!last)
+                            continue;
+                        for (int k = 0; k < 4; k++) {
+                            int pi = k & 1, qi = k >> 1;
+                            if (pi >= np || qi >= nq)
+                                continue;
+                            int64_t tok = t0 + 16 * (q + qi);
+                            int nt = t1 - tok < 16 ? (int)(t1 - tok) : 16;
+                            bf16_epilogue(c[k], nt, nr[pi], X + (size_t)tok * xs, xs, nb, m, wt[pi],
+                                          Y + tok * ldy + g0 + 16 * (p + pi), ldy);
+                        }
+                    }
+                }
+                if (more)
+                    pack_some(&pj, X, xs, pj.rows);
+                cur ^= 1;
+            }
+        }
+    }
+    _tile_release();
+}
+
+void orc_amx_act_bf16x2(const float *x, void *dst, int64_t n)
+{
+    if (orc_cpu_get()->avx512f && orc_cpu_get()->avx512bw && orc_cpu_get()->avx512dq)
+        act_bf16x2_avx512(x, dst, n);
+    else
+        act_bf16x2_scalar(x, dst, n);
+}
+
 bool orc_amx_handles(uint32_t wtype, int64_t n, int64_t n_tok)
 {
+    if (wtype == ORC_DT_F16 || wtype == ORC_DT_BF16)
+        return n_tok >= (wtype == ORC_DT_F16 ? ORC_AMX_F16_MIN_TOKENS : ORC_AMX_BF16_MIN_TOKENS) && n >= 32;
     uint32_t base = wtype & 0xFF;
     bool kq = base == ORC_DT_Q4_K || base == ORC_DT_Q6_K;
     return n_tok >= ORC_AMX_MIN_TOKENS && n > 0 && n % (kq ? QKK : QK) == 0 &&
@@ -414,11 +925,19 @@ bool orc_amx_matmul(uint32_t wtype, const void *W, size_t ws, int64_t n, const v
 {
     if (!orc_amx_handles(wtype, n, n_tok) || r1 <= r0)
         return false;
-    amx_matmul(wtype, W, ws, n, X, xs, n_tok, Y, ldy, r0, r1);
+    if (wtype == ORC_DT_F16 || wtype == ORC_DT_BF16)
+        bf16_matmul(wtype == ORC_DT_F16, W, ws, n, X, xs, n_tok, Y, ldy, r0, r1);
+    else
+        amx_matmul(wtype, W, ws, n, X, xs, n_tok, Y, ldy, r0, r1);
     return true;
 }
 
 #else
+
+void orc_amx_act_bf16x2(const float *x, void *dst, int64_t n)
+{
+    act_bf16x2_scalar(x, dst, n);
+}
 
 bool orc_amx_handles(uint32_t wtype, int64_t n, int64_t n_tok)
 {

@@ -69,7 +69,7 @@ _Static_assert(sizeof(blk_q8ax8) == 8 * sizeof(blk_q8a), "q8ax8");
 enum { ORC_SLOT_Q4_0X8 = ORC_DT_COUNT, ORC_SLOT_Q8_0X8, ORC_SLOT_Q4_KX8, ORC_SLOT_Q6_KX8, ORC_SLOT_COUNT };
 
 /* Which activation format a weight type consumes. */
-enum { ORC_ACT_F32, ORC_ACT_Q8A, ORC_ACT_Q8K, ORC_ACT_Q8AX8, ORC_ACT_Q8KX8, ORC_ACT_Q8KX8_16 };
+enum { ORC_ACT_F32, ORC_ACT_Q8A, ORC_ACT_Q8K, ORC_ACT_Q8AX8, ORC_ACT_Q8KX8, ORC_ACT_Q8KX8_16, ORC_ACT_BF16X2 };
 
 void orc_rp_pack_q4k(const blk_q4_K *plain, blk_q4_K *out);
 void orc_rp_unpack_q4k(const blk_q4_K *rp, blk_q4_K *out);

@@ -12,6 +12,7 @@
 #include "cpu.h"
 #include "dtype.h"
 #include "quant.h"
+#include "quant_amx.h"
 #include "quant_impl.h"
 #include "testutil.h"
 
@@ -819,6 +820,228 @@ static void test_kernels_amx(void **state)
     assert_true(orc_quant_set_isa("auto"));
 }
 
+/* F16/BF16 products of >= 32 tokens on the path the given ISA takes (AMX-BF16 tiles with
+ * hi + lo bf16 halves where the CPU has them, isa is avx512 and the batch is large
+ * enough (F16 from 32 tokens, BF16 from 16), else the FMA kernels):
+ * every output against the scalar reference (double accumulation) within tol of
+ * sum_i |w_i x_i|. Odd row counts and ranges (partial panels, small products on the
+ * stack scratch, two row groups of 256), row lengths that are multiples of 32 and not
+ * (fp32 tail), several K chunks, token counts 16..100 and 530 (two token groups, partial
+ * token tiles), a padded row stride; rows outside [r0, r1) untouched. Returns the worst
+ * error / sum |w x| seen. */
+static double check_f16_batched(const char *isa, bool amx, double tol)
+{
+    static const struct {
+        int64_t rows, r0, r1, n, pad, ntok;
+    } cases[] = {
+        {37, 1, 36, 32, 0, 0},       {37, 1, 36, 96, 1, 0},  {37, 0, 37, 256 + 32 * 3, 0, 0},
+        {21, 2, 19, 37, 1, 0},       {37, 1, 36, 300, 0, 0}, {37, 1, 36, 4096 + 17, 1, 0},
+        {300, 3, 297, 64 + 5, 0, 530}, {40, 0, 40, 512, 0, 0},
+    };
+    static const int64_t toks[] = {16, 17, 32, 33, 47, 64, 100};
+    static const uint32_t types[] = {ORC_DT_F16, ORC_DT_BF16};
+    double worst = 0;
+    for (size_t k = 0; k < 2; k++)
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            uint32_t t = types[k];
+            int64_t rows = cases[ci].rows, r0 = cases[ci].r0, r1 = cases[ci].r1, n = cases[ci].n;
+            size_t ws = orc_dtype_row_size(t, n) + (size_t)cases[ci].pad * 2;
+            uint8_t *w = malloc(ws * (size_t)rows);
+            for (int64_t r = 0; r < rows; r++)
+                random_weights(t, w + (size_t)r * ws, n);
+            float *wf = malloc(sizeof(float) * (size_t)(n * rows));
+            for (int64_t r = 0; r < rows; r++)
+                orc_dequant_row(t, w + (size_t)r * ws, wf + r * n, n);
+            int64_t maxt = cases[ci].ntok ? cases[ci].ntok : 100;
+            float *x = malloc(sizeof(float) * (size_t)(n * maxt));
+            for (int64_t i = 0; i < n * maxt; i++)
+                x[i] = frand() * (i % 5 == 0 ? 3.0f : 1.0f);
+            for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++) {
+                int64_t nt = cases[ci].ntok ? cases[ci].ntok : toks[ti], ldy = rows + 2;
+                if (cases[ci].ntok && ti > 0)
+                    break;
+                float *yr = calloc((size_t)(ldy * nt), sizeof(float));
+                float *ya = calloc((size_t)(ldy * nt), sizeof(float));
+                assert_true(orc_quant_set_isa("scalar"));
+                run_matmul(t, w, ws, n, x, nt, yr, ldy, r0, r1);
+                assert_true(orc_quant_set_isa(isa));
+                uint32_t at = orc_matmul_act_type(t, n, nt);
+                int64_t min_tok = t == ORC_DT_F16 ? ORC_AMX_F16_MIN_TOKENS : ORC_AMX_BF16_MIN_TOKENS;
+                assert_int_equal(at, amx && n >= 32 && nt >= min_tok ? ORC_QUANT_ACT_BF16X2 : t);
+                assert_int_equal(orc_act_row_size(at, n), (size_t)n * 4);
+                run_matmul(t, w, ws, n, x, nt, ya, ldy, r0, r1);
+                for (int64_t tt = 0; tt < nt; tt++)
+                    for (int64_t r = 0; r < ldy; r++) {
+                        size_t i = (size_t)(tt * ldy + r);
+                        if (r < r0 || r >= r1) {
+                            if (ya[i] != 0.0f)
+                                fail_msg("%s %s: wrote outside the row range (row %lld)", isa,
+                                         orc_dtype_name(t), (long long)r);
+                            continue;
+                        }
+                        double mag = 0;
+                        for (int64_t e = 0; e < n; e++)
+                            mag += fabs((double)wf[r * n + e] * x[tt * n + e]);
+                        double err = fabs((double)ya[i] - yr[i]) / (mag + 1e-30);
+                        worst = fmax(worst, err);
+                        if (!(err <= tol))
+                            fail_msg("%s%s %s n=%lld n_tok=%lld row %lld tok %lld: %.9g vs scalar %.9g "
+                                     "(error %.3g of sum |w x|)", isa, amx ? "+amx" : "", orc_dtype_name(t),
+                                     (long long)n, (long long)nt, (long long)r, (long long)tt, ya[i], yr[i], err);
+                    }
+                free(yr);
+                free(ya);
+            }
+            free(w);
+            free(wf);
+            free(x);
+        }
+    assert_true(orc_quant_set_isa("auto"));
+    return worst;
+}
+
+/* Inputs whose products and sums are exact in fp32 must come out exact: F16 weights with
+ * all 11 significand bits (normal and subnormal) times 8-bit activations, and 4-bit
+ * weights times 12-bit activations (both halves of the activation split). */
+static void check_f16_exact(const char *isa)
+{
+    const int64_t rows = 19, n = 96, nt = 40;
+    for (int kind = 0; kind < 3; kind++) {
+        uint32_t t = kind == 2 ? ORC_DT_BF16 : ORC_DT_F16;
+        size_t ws = (size_t)n * 2;
+        uint16_t *w = malloc(ws * rows);
+        float *x = malloc(sizeof(float) * (size_t)(n * nt));
+        double *want = calloc((size_t)(rows * nt), sizeof(double));
+        for (int64_t i = 0; i < rows * n; i++) {
+            /* kind 0: 11-bit integers in units of 2^-24 (f16 subnormals below 1024 units)
+             * or 2^-12 (normal), one unit per row so that every partial sum is exact */
+            int k = (int)(rnd() % 4095) - 2047;
+            float v = kind == 0 ? ldexpf((float)k, (i / n) % 2 ? -12 : -24) : (float)((int)(rnd() % 31) - 15);
+            w[i] = t == ORC_DT_F16 ? h(v) : orc_f32_to_bf16(v);
+            if (t == ORC_DT_F16 && kind == 0)
+                assert_true(orc_f16_to_f32(w[i]) == v); /* exact in f16 */
+        }
+        for (int64_t i = 0; i < n * nt; i++)
+            x[i] = kind == 0 ? (float)((int)(rnd() % 15) - 7) : ldexpf((float)((int)(rnd() % 8191) - 4095), -20);
+        float *wf = malloc(sizeof(float) * (size_t)n);
+        for (int64_t r = 0; r < rows; r++) {
+            orc_dequant_row(t, (uint8_t *)w + (size_t)r * ws, wf, n);
+            for (int64_t tt = 0; tt < nt; tt++)
+                for (int64_t e = 0; e < n; e++)
+                    want[tt * rows + r] += (double)wf[e] * x[tt * n + e];
+        }
+        float *y = calloc((size_t)(rows * nt), sizeof(float));
+        assert_true(orc_quant_set_isa(isa));
+        run_matmul(t, (uint8_t *)w, ws, n, x, nt, y, rows, 0, rows);
+        for (int64_t i = 0; i < rows * nt; i++)
+            if ((double)y[i] != want[i])
+                fail_msg("%s %s exact case %d [%lld]: %.9g, want %.9g", isa, orc_dtype_name(t), kind, (long long)i,
+                         y[i], want[i]);
+        free(w);
+        free(x);
+        free(wf);
+        free(want);
+        free(y);
+    }
+    assert_true(orc_quant_set_isa("auto"));
+}
+
+/* The bf16 activation rows: per 32-element block, the first 64 bytes hold the elements
+ * rounded to bf16 (nearest even; truncated where that would overflow), the next 64 bytes
+ * their remainders rounded to bf16, together within 2^-17 of the element; a NaN stays a NaN, infinities keep lo = 0; the n % 32 tail stays fp32. */
+static void check_act_bf16x2(void)
+{
+    const int64_t n = 32 * 5 + 7;
+    float x[32 * 5 + 7];
+    for (int64_t i = 0; i < n; i++)
+        x[i] = gauss() * ldexpf(1.0f, (int)(rnd() % 40) - 20);
+    x[3] = INFINITY;
+    x[20] = -INFINITY;
+    x[40] = NAN;
+    x[41] = 0.0f;
+    x[42] = -0.0f;
+    x[43] = 1e-40f; /* fp32 subnormal */
+    x[44] = 3.4e38f; /* rounds to infinity in bf16 */
+    x[45] = 1.0f + 1.0f / 256.0f + 1.0f / 65536.0f; /* hi rounds up (tie to even), lo negative */
+    const uint32_t nan_bits[2] = {0xFFFFDA5Du, 0x7F80FFFFu}; /* rounding would carry out of / into NaN */
+    memcpy(&x[46], &nan_bits[0], 4);
+    memcpy(&x[47], &nan_bits[1], 4);
+    uint8_t out[4 * (32 * 5 + 7)];
+    assert_int_equal(orc_act_row_size(ORC_QUANT_ACT_BF16X2, n), sizeof out);
+    orc_act_convert(ORC_QUANT_ACT_BF16X2, x, out, n);
+    for (int64_t b = 0; b < n / 32; b++)
+        for (int k = 0; k < 32; k++) {
+            float a = x[32 * b + k];
+            size_t o = (size_t)(128 * b + 2 * k);
+            uint16_t hi, lo;
+            memcpy(&hi, out + o, 2);
+            memcpy(&lo, out + o + 64, 2);
+            uint32_t u;
+            memcpy(&u, &a, 4);
+            if (isnan(a)) {
+                assert_true(isnan(orc_bf16_to_f32(hi)));
+                continue;
+            }
+            if (isinf(a)) {
+                assert_int_equal(hi, u >> 16);
+                assert_int_equal(lo, 0);
+                continue;
+            }
+            uint16_t want_hi = orc_f32_to_bf16(a);
+            if (isinf(orc_bf16_to_f32(want_hi)))
+                want_hi = (uint16_t)(u >> 16);
+            assert_int_equal(hi, want_hi);
+            float rest = a - orc_bf16_to_f32(hi);
+            assert_int_equal(lo, orc_f32_to_bf16(rest));
+            if (fabsf(a) > 1e-37f && !(fabs((double)a - orc_bf16_to_f32(hi) - orc_bf16_to_f32(lo)) <= ldexp(fabs(a), -17)))
+                fail_msg("bf16 split of %.9g: %.9g + %.9g", a, orc_bf16_to_f32(hi), orc_bf16_to_f32(lo));
+        }
+    assert_memory_equal(out + 128 * (n / 32), x + 32 * (n / 32), sizeof(float) * (size_t)(n % 32));
+    assert_false(orc_quant_supported(ORC_QUANT_ACT_BF16X2));
+    assert_int_not_equal(orc_act_format(ORC_QUANT_ACT_BF16X2), orc_act_format(ORC_DT_F16));
+}
+
+static void test_kernels_f16_batched(void **state)
+{
+    (void)state;
+    /* the FMA kernels on the same shapes (ORC_ISA=avx2, or avx512 without AMX-BF16) */
+    check_act_bf16x2();
+    const char *isas[] = {"avx2", "avx512", "neon"};
+    for (size_t i = 0; i < 3; i++)
+        if (orc_quant_isa_available(isas[i])) {
+            bool amx = strcmp(isas[i], "avx512") == 0 && orc_quant_set_isa("avx512") && orc_quant_amx_bf16();
+            if (amx)
+                continue;
+            double worst = check_f16_batched(isas[i], false, 1e-6);
+            printf("f16/bf16 batched on %s: worst error %.3g of sum |w x|\n", isas[i], worst);
+            check_f16_exact(isas[i]);
+        }
+    orc_quant_set_isa("auto");
+}
+
+/* The same on the AMX-BF16 tiles; skipped without them. Each term a w is computed as
+ * a_hi w_hi + a_hi w_lo + a_lo w_hi with a = a_hi + a_lo to 2^-17 and the dropped a_lo w_lo
+ * at most 2^-16 of a w (both halves rounded to nearest, of either sign), so the error is
+ * at most 3 * 2^-17 of sum |w x| plus the fp32 accumulation (about 1e-7 here, as on the
+ * FMA path). The exact cases must still come out exact. */
+static void test_kernels_amx_bf16(void **state)
+{
+    (void)state;
+    if (!orc_quant_set_isa("avx512") || !orc_quant_amx_bf16()) {
+        orc_quant_set_isa("auto");
+        skip();
+    }
+    assert_int_equal(orc_matmul_act_type(ORC_DT_F16, 64, ORC_AMX_F16_MIN_TOKENS - 1), ORC_DT_F16);
+    assert_int_equal(orc_matmul_act_type(ORC_DT_F16, 64, ORC_AMX_F16_MIN_TOKENS), ORC_QUANT_ACT_BF16X2);
+    assert_int_equal(orc_matmul_act_type(ORC_DT_BF16, 64, ORC_AMX_BF16_MIN_TOKENS - 1), ORC_DT_BF16);
+    assert_int_equal(orc_matmul_act_type(ORC_DT_BF16, 64, ORC_AMX_BF16_MIN_TOKENS), ORC_QUANT_ACT_BF16X2);
+    assert_int_equal(orc_matmul_act_type(ORC_DT_F16, 31, 64), ORC_DT_F16);
+    assert_int_equal(orc_matmul_act_type(ORC_DT_F32, 64, 64), ORC_DT_F32);
+    double worst = check_f16_batched("avx512", true, 3 * ldexp(1.0, -17) + 1e-6);
+    printf("f16/bf16 batched on AMX-BF16: worst error %.3g of sum |w x|\n", worst);
+    check_f16_exact("avx512");
+}
+
 static void test_kernels_neon(void **state)
 {
     (void)state;
@@ -993,6 +1216,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_kernels_avx2),
         cmocka_unit_test(test_kernels_avx512),
         cmocka_unit_test(test_kernels_amx),
+        cmocka_unit_test(test_kernels_f16_batched),
+        cmocka_unit_test(test_kernels_amx_bf16),
         cmocka_unit_test(test_kernels_neon),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
