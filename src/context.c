@@ -272,6 +272,216 @@ static uint8_t *kv_cell(const orc_context *c, int layer, bool is_v, int seq, int
     return (is_v ? L->v : L->k) + cell * row;
 }
 
+/* ---- attention kernels ----
+ *
+ * Attention reads the cache in blocks of ATT_BLK positions of one KV head: the rows are
+ * converted to F32 once per block into a small buffer (L1-resident), then every query
+ * head of the group takes its scores from that block (8 positions at a time, reduced
+ * with one horizontal-add tree) and, after the softmax, accumulates the block's V rows
+ * with the output kept in registers. */
+#define ATT_BLK 64
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma,f16c"))) static void f16_rows_avx2(const uint8_t *src, size_t stride,
+                                                                  int n, int hd, float *dst)
+{
+    for (int r = 0; r < n; r++) {
+        const uint16_t *s = (const uint16_t *)(src + (size_t)r * stride);
+        float *d = dst + (size_t)r * hd;
+        for (int i = 0; i < hd; i += 8)
+            _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void q8_rows_avx2(const uint8_t *src, size_t stride,
+                                                                 int n, int hd, float *dst)
+{
+    for (int r = 0; r < n; r++) {
+        const uint8_t *b = src + (size_t)r * stride;
+        float *d = dst + (size_t)r * hd;
+        for (int i = 0; i < hd; i += QK8, b += 34) {
+            uint16_t h;
+            memcpy(&h, b, 2);
+            __m256 sc = _mm256_set1_ps(orc_f16_to_f32(h));
+            for (int k = 0; k < QK8; k += 8) {
+                __m128i q = _mm_loadl_epi64((const __m128i *)(b + 2 + k));
+                _mm256_storeu_ps(d + i + k, _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+            }
+        }
+    }
+}
+
+/* out[p] = scale * dot(q, K row p) for n rows of hd (a multiple of 8) floats */
+__attribute__((target("avx2,fma"))) static void qk_avx2(const float *K, int n, int hd, const float *q,
+                                                       float scale, float *out)
+{
+    __m256 vs = _mm256_set1_ps(scale);
+    int p = 0;
+    for (; p + 8 <= n; p += 8) {
+        const float *k = K + (size_t)p * hd;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int i = 0; i < hd; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + i), a0);
+            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + hd + i), a1);
+            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 2 * hd + i), a2);
+            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 3 * hd + i), a3);
+            a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 4 * hd + i), a4);
+            a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 5 * hd + i), a5);
+            a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 6 * hd + i), a6);
+            a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + 7 * hd + i), a7);
+        }
+        /* lane j of the result: the sum of a_j */
+        __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
+        __m256 h45 = _mm256_hadd_ps(a4, a5), h67 = _mm256_hadd_ps(a6, a7);
+        __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
+        __m256 lo = _mm256_permute2f128_ps(h0123, h4567, 0x20);
+        __m256 hi = _mm256_permute2f128_ps(h0123, h4567, 0x31);
+        _mm256_storeu_ps(out + p, _mm256_mul_ps(_mm256_add_ps(lo, hi), vs));
+    }
+    for (; p < n; p++) {
+        const float *k = K + (size_t)p * hd;
+        __m256 a = _mm256_setzero_ps();
+        for (int i = 0; i < hd; i += 8)
+            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), a);
+        __m128 t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        t = _mm_hadd_ps(t, t);
+        t = _mm_hadd_ps(t, t);
+        out[p] = _mm_cvtss_f32(t) * scale;
+    }
+}
+
+/* out[0..hd) += sum_p w[p] * V row p, 64 columns at a time in registers */
+__attribute__((target("avx2,fma"))) static void pv_avx2(const float *V, int n, int hd, const float *w,
+                                                       float *out)
+{
+    for (int c0 = 0; c0 < hd; c0 += 64) {
+        int nc = hd - c0 < 64 ? (hd - c0) / 8 : 8;
+        __m256 acc[8];
+        for (int j = 0; j < 8; j++)
+            acc[j] = j < nc ? _mm256_loadu_ps(out + c0 + 8 * j) : _mm256_setzero_ps();
+        if (nc == 8) {
+            for (int p = 0; p < n; p++) {
+                const float *v = V + (size_t)p * hd + c0;
+                __m256 s = _mm256_broadcast_ss(w + p);
+                for (int j = 0; j < 8; j++)
+                    acc[j] = _mm256_fmadd_ps(s, _mm256_loadu_ps(v + 8 * j), acc[j]);
+            }
+        } else {
+            for (int p = 0; p < n; p++) {
+                const float *v = V + (size_t)p * hd + c0;
+                __m256 s = _mm256_broadcast_ss(w + p);
+                for (int j = 0; j < nc; j++)
+                    acc[j] = _mm256_fmadd_ps(s, _mm256_loadu_ps(v + 8 * j), acc[j]);
+            }
+        }
+        for (int j = 0; j < nc; j++)
+            _mm256_storeu_ps(out + c0 + 8 * j, acc[j]);
+    }
+}
+
+/* x[i] = exp(x[i] - mx) for n values (all <= mx); returns their sum. exp by range
+ * reduction to r in [-ln2/2, ln2/2] and a degree-6 polynomial (relative error ~2e-7). */
+__attribute__((target("avx2,fma"))) static double exp_sum_avx2(float *x, int n, float mx)
+{
+    const __m256 vmx = _mm256_set1_ps(mx), log2e = _mm256_set1_ps(1.44269504089f);
+    const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
+    const __m256 lowest = _mm256_set1_ps(-87.3f), one = _mm256_set1_ps(1.0f);
+    const __m256 c0 = _mm256_set1_ps(1.9875691500e-4f), c1 = _mm256_set1_ps(1.3981999507e-3f);
+    const __m256 c2 = _mm256_set1_ps(8.3334519073e-3f), c3 = _mm256_set1_ps(4.1665795894e-2f);
+    const __m256 c4 = _mm256_set1_ps(1.6666665459e-1f), c5 = _mm256_set1_ps(5.0000001201e-1f);
+    __m256 sum = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + i), vmx);
+        __m256 dead = _mm256_cmp_ps(v, lowest, _CMP_LT_OQ);
+        v = _mm256_max_ps(v, lowest);
+        __m256 k = _mm256_round_ps(_mm256_mul_ps(v, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 r = _mm256_fnmadd_ps(k, ln2hi, v);
+        r = _mm256_fnmadd_ps(k, ln2lo, r);
+        __m256 p = _mm256_fmadd_ps(c0, r, c1);
+        p = _mm256_fmadd_ps(p, r, c2);
+        p = _mm256_fmadd_ps(p, r, c3);
+        p = _mm256_fmadd_ps(p, r, c4);
+        p = _mm256_fmadd_ps(p, r, c5);
+        p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, one));
+        __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+        __m256 y = _mm256_andnot_ps(dead, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+        _mm256_storeu_ps(x + i, y);
+        sum = _mm256_add_ps(sum, y);
+    }
+    float l[8];
+    _mm256_storeu_ps(l, sum);
+    double s = 0.0;
+    for (int j = 0; j < 8; j++)
+        s += l[j];
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    return s;
+}
+#endif
+
+/* Rows [p0, p0 + n) of one head (elements [off, off + hd) of each cached row) as F32 into
+ * dst (n x hd); the positions must not wrap around a ring. */
+static void kv_rows(const orc_context *c, int layer, bool is_v, int seq, int p0, int n, int off,
+                    int hd, float *dst, float *tmp)
+{
+    const uint8_t *first = kv_cell(c, layer, is_v, seq, p0);
+    size_t stride = is_v ? c->row_v : c->row_k;
+#if defined(__x86_64__)
+    if (cpu_avx2 && cpu_f16c && hd % 8 == 0 && c->kv_type == ORC_KV_F16) {
+        f16_rows_avx2(first + (size_t)off * 2, stride, n, hd, dst);
+        return;
+    }
+    if (cpu_avx2 && cpu_f16c && hd % QK8 == 0 && off % QK8 == 0 && c->kv_type == ORC_KV_Q8_0) {
+        q8_rows_avx2(first + (size_t)(off / QK8) * 34, stride, n, hd, dst);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++)
+        kv_load(c->kv_type, first + (size_t)i * stride, off, hd, dst + (size_t)i * hd, tmp);
+}
+
+static void qk_scores(const float *K, int n, int hd, const float *q, float scale, float *out)
+{
+#if defined(__x86_64__)
+    if (cpu_avx2 && hd % 8 == 0) {
+        qk_avx2(K, n, hd, q, scale, out);
+        return;
+    }
+#endif
+    for (int p = 0; p < n; p++)
+        out[p] = dot(q, K + (size_t)p * hd, hd) * scale;
+}
+
+static void pv_accum(const float *V, int n, int hd, const float *w, float *out)
+{
+#if defined(__x86_64__)
+    if (cpu_avx2 && hd % 8 == 0) {
+        pv_avx2(V, n, hd, w, out);
+        return;
+    }
+#endif
+    for (int p = 0; p < n; p++)
+        axpy(out, w[p], V + (size_t)p * hd, hd);
+}
+
+static double exp_sum(float *x, int n, float mx)
+{
+#if defined(__x86_64__)
+    if (cpu_avx2)
+        return exp_sum_avx2(x, n, mx);
+#endif
+    double s = 0.0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    return s;
+}
+
 /* ---- matrix products on the thread pool ---- */
 
 /* A job multiplies the same activations by up to three weights (Q/K/V, gate/up), whose
@@ -409,8 +619,8 @@ typedef struct {
     bool sliding;
 } attn_job;
 
-/* One task is (token, KV head): each cached K/V row is loaded once for the whole group of
- * query heads that share it. */
+/* One task is (token, KV head): each cached K/V row is converted once for the whole
+ * group of query heads that share it, a block of ATT_BLK positions at a time. */
 static void attn_worker(void *arg, int ith, int nth)
 {
     attn_job *j = arg;
@@ -418,9 +628,10 @@ static void attn_worker(void *arg, int ith, int nth)
     const orc_hparams *hp = &c->m->hp;
     int hdk = hp->head_dim_k, hdv = hp->head_dim_v;
     int group = hp->n_head / hp->n_head_kv;
+    int cells = c->kv[j->layer].cells;
     float *scores = c->scores + (size_t)ith * group * c->n_ctx;
-    float *kbuf = c->kvtmp + (size_t)ith * c->kvtmp_stride;
-    float *vbuf = kbuf + hdk, *blk = vbuf + hdv, *qrot = blk + 2 * QK8;
+    float *blk = c->kvtmp + (size_t)ith * c->kvtmp_stride;
+    float *qrot = blk + 2 * QK8, *rows = qrot + (size_t)group * hdk;
     long lo, hi;
     tp_split((long)j->n_tok * hp->n_head_kv, ith, nth, 1, &lo, &hi);
     for (long task = lo; task < hi; task++) {
@@ -436,37 +647,40 @@ static void attn_worker(void *arg, int ith, int nth)
             fwht_heads(qrot, group, hdk);
             q0 = qrot;
         }
-        for (int p = start; p <= pos; p++) {
-            kv_load(c->kv_type, kv_cell(c, j->layer, false, seq, p), kvh * hdk, hdk, kbuf, blk);
-            for (int g = 0; g < group; g++) {
-                float s = dot(q0 + (size_t)g * hdk, kbuf, hdk) * hp->attn_scale;
-                if (hp->attn_softcap > 0.0f)
-                    s = tanhf(s / hp->attn_softcap) * hp->attn_softcap;
-                scores[(size_t)g * c->n_ctx + (p - start)] = s;
-            }
+        for (int p0 = start; p0 <= pos;) {
+            int n = pos + 1 - p0 < ATT_BLK ? pos + 1 - p0 : ATT_BLK;
+            if (n > cells - p0 % cells)
+                n = cells - p0 % cells; /* a ring's rows wrap around here */
+            kv_rows(c, j->layer, false, seq, p0, n, kvh * hdk, hdk, rows, blk);
+            for (int g = 0; g < group; g++)
+                qk_scores(rows, n, hdk, q0 + (size_t)g * hdk, hp->attn_scale,
+                          scores + (size_t)g * c->n_ctx + (p0 - start));
+            p0 += n;
         }
         for (int g = 0; g < group; g++) {
             float *sc = scores + (size_t)g * c->n_ctx;
+            if (hp->attn_softcap > 0.0f)
+                for (int i = 0; i < span; i++)
+                    sc[i] = tanhf(sc[i] / hp->attn_softcap) * hp->attn_softcap;
             float mx = -INFINITY;
             for (int i = 0; i < span; i++)
                 mx = sc[i] > mx ? sc[i] : mx;
-            double sum = 0.0;
-            for (int i = 0; i < span; i++) {
-                sc[i] = expf(sc[i] - mx);
-                sum += sc[i];
-            }
-            float inv = (float)(1.0 / sum);
+            float inv = (float)(1.0 / exp_sum(sc, span, mx));
             for (int i = 0; i < span; i++)
                 sc[i] *= inv;
             float *out = c->att + (size_t)t * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
             memset(out, 0, (size_t)hdv * sizeof(float));
         }
-        for (int p = start; p <= pos; p++) {
-            kv_load(c->kv_type, kv_cell(c, j->layer, true, seq, p), kvh * hdv, hdv, vbuf, blk);
+        for (int p0 = start; p0 <= pos;) {
+            int n = pos + 1 - p0 < ATT_BLK ? pos + 1 - p0 : ATT_BLK;
+            if (n > cells - p0 % cells)
+                n = cells - p0 % cells;
+            kv_rows(c, j->layer, true, seq, p0, n, kvh * hdv, hdv, rows, blk);
             for (int g = 0; g < group; g++) {
                 float *out = c->att + (size_t)t * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
-                axpy(out, scores[(size_t)g * c->n_ctx + (p - start)], vbuf, hdv);
+                pv_accum(rows, n, hdv, scores + (size_t)g * c->n_ctx + (p0 - start), out);
             }
+            p0 += n;
         }
         if (c->rot_v)
             fwht_heads(c->att + (size_t)t * hp->n_head * hdv + (size_t)kvh * group * hdv, group, hdv);
@@ -651,7 +865,8 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
     }
     int group = hp->n_head / hp->n_head_kv;
     c->scores = xcalloc((size_t)nt * (size_t)group * (size_t)c->n_ctx, sizeof(float), &ok);
-    c->kvtmp_stride = (size_t)(hp->head_dim_k + hp->head_dim_v + 2 * QK8) + (size_t)group * hp->head_dim_k;
+    c->kvtmp_stride = (size_t)(2 * QK8) + (size_t)group * hp->head_dim_k +
+                      (size_t)ATT_BLK * (size_t)(hp->head_dim_k > hp->head_dim_v ? hp->head_dim_k : hp->head_dim_v);
     c->kvtmp = xcalloc((size_t)nt, c->kvtmp_stride * sizeof(float), &ok);
     /* the activation buffer must hold a batch converted for any weight in the model */
     size_t widest = E > F ? E : F;
