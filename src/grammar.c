@@ -1578,9 +1578,11 @@ void grammar_matcher_allowed_bytes(grammar_matcher *m, uint8_t out[32])
     UNLOCK(m->p);
 }
 
+/* Complete = the text so far is a whole sentence. After a matcher error (a resource limit)
+ * nothing is allowed, EOS included: the mask is empty too, and the caller reports it. */
 static bool complete_nl(const grammar_matcher *m)
 {
-    return !m->terminated && m->p->sacc[m->state];
+    return !m->terminated && !m->p->error && m->p->sacc[m->state];
 }
 
 bool grammar_matcher_is_complete(const grammar_matcher *m)
@@ -2863,7 +2865,9 @@ bool grammar_token_allowed(grammar_matcher *m, const grammar_vocab *v, int32_t i
         return false;
     LOCK(m->p);
     bool ok;
-    if (v->is_eog[id]) {
+    if (m->p->error) {
+        ok = false;
+    } else if (v->is_eog[id]) {
         ok = complete_nl(m);
     } else if (!v->bytes[id]) {
         ok = false;

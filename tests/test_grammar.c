@@ -240,6 +240,33 @@ static void test_pathological(void **state)
     memset(buf, 'x', 5000);
     assert_int_equal(match_state(g, buf, 5000), 2);
     grammar_free(g);
+    /* nullable repeats: the stacks outgrow the matcher's limit. That is an error, reported
+     * once, after which nothing is allowed: no byte, no token, and not EOS either (the
+     * text is not known to be complete) */
+    g = gbnf("root ::= x{0,100} \"b\"?\nx ::= \"a\" y{0,100}\ny ::= \"a\" | \"\"\n");
+    assert_non_null(g);
+    grammar_matcher *m = grammar_matcher_new(g);
+    assert_non_null(m);
+    assert_true(grammar_matcher_is_complete(m));
+    size_t fed = 0;
+    while (fed < 400 && grammar_matcher_accept_byte(m, 'a'))
+        fed++;
+    assert_true(fed < 400);
+    assert_non_null(grammar_matcher_error(m));
+    assert_false(grammar_matcher_is_complete(m));
+    assert_false(grammar_matcher_can_accept(m, 'b'));
+    const char *tb[] = {"a", "b", "</s>"};
+    uint32_t tl[] = {1, 1, 4};
+    grammar_vocab *v = grammar_vocab_new(3, tb, tl, (int32_t[]){2}, 1);
+    uint32_t mask[1] = {~0u};
+    assert_int_equal(grammar_fill_mask(m, v, mask), 0);
+    assert_int_equal(mask[0], 0);
+    for (int32_t id = 0; id < 3; id++)
+        assert_false(grammar_token_allowed(m, v, id));
+    assert_false(grammar_accept_token(m, v, 2));
+    grammar_vocab_free(v);
+    grammar_matcher_free(m);
+    grammar_free(g);
     double dt = now_s() - t0;
     printf("pathological grammars: %.1f ms\n", dt * 1e3);
     assert_true(dt < 10.0);

@@ -78,8 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
         uint8_t buf[64];
         size_t k = grammar_matcher_forced_bytes(m, buf, sizeof buf);
-        if (k && !grammar_matcher_accept_bytes(m, buf, k))
-            __builtin_trap(); /* forced bytes must be accepted */
+        if (k && !grammar_matcher_accept_bytes(m, buf, k) && !grammar_matcher_error(m))
+            __builtin_trap(); /* forced bytes must be accepted, unless a limit was hit */
         grammar_vocab *v = fuzz_vocab();
         uint32_t mask[(1025 + 31) / 32];
         int32_t cnt = grammar_fill_mask(m, v, mask), brute = 0;
@@ -91,6 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (cnt != brute)
             __builtin_trap();
+        if (grammar_matcher_error(m) && cnt != 0)
+            __builtin_trap(); /* after an error nothing is allowed, EOS included */
         grammar_matcher_free(m);
     }
     grammar_free(g);
