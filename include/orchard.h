@@ -216,7 +216,9 @@ typedef enum orc_kv_type {
 typedef struct orc_context_params {
     int32_t n_ctx;      /* positions per sequence; 0 = training length capped at 4096 and
                            at what fits in half the available RAM (logged at info level) */
-    int32_t n_batch;    /* most tokens evaluated in one pass (default 512) */
+    int32_t n_batch;    /* most tokens evaluated in one forward pass (default 512, at most 256 are
+                           used: larger passes only add scratch memory); orc_eval_batch takes
+                           any number and splits it */
     int32_t n_threads;  /* 0 = the model's setting */
     int32_t n_seq;      /* independent sequences in the cache (default 1) */
     orc_kv_type kv_type;

@@ -25,6 +25,9 @@
 /* Below this many multiply-adds a product is not worth splitting across threads. */
 #define MIN_PARALLEL_MACS (64.0 * 1024)
 #define QK8 32
+#ifndef MAX_PASS
+#define MAX_PASS 256 /* most tokens in one forward pass (see orc_context_new) */
+#endif
 
 typedef struct {
     int32_t n_past;
@@ -811,6 +814,10 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
         return orc_fail(ORC_ERR_INVALID_ARGUMENT, "context size %d is too large", p.n_ctx);
     }
     c->n_batch = p.n_batch > 0 ? p.n_batch : 512;
+    /* a pass holds (tokens x width) scratch, (tokens x n_ff) twice: passes of more than
+     * MAX_PASS tokens would only add memory (prefill is as fast in 256-token passes) */
+    if (c->n_batch > MAX_PASS)
+        c->n_batch = MAX_PASS;
     if (c->n_batch > c->n_ctx * c->n_seq)
         c->n_batch = c->n_ctx * c->n_seq;
     int nt = p.n_threads > 0 ? p.n_threads : m->n_threads;
