@@ -283,6 +283,8 @@ static uint8_t *kv_cell(const orc_context *c, int layer, bool is_v, int seq, int
  * with one horizontal-add tree) and, after the softmax, accumulates the block's V rows
  * with the output kept in registers. */
 #define ATT_BLK 64
+/* prefill: up to ATT_QB consecutive query tokens share each converted block */
+#define ATT_QB 8
 
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma,f16c"))) static void f16_rows_avx2(const uint8_t *src, size_t stride,
@@ -622,8 +624,10 @@ typedef struct {
     bool sliding;
 } attn_job;
 
-/* One task is (token, KV head): each cached K/V row is converted once for the whole
- * group of query heads that share it, a block of ATT_BLK positions at a time. */
+/* One task is (up to ATT_QB consecutive batch tokens, KV head): each cached K/V row is
+ * converted once for all the query heads that share it and for all those tokens (a
+ * prefill run of one sequence), a block of ATT_BLK positions at a time; each token takes
+ * the part of the block inside its causal (and sliding) window. */
 static void attn_worker(void *arg, int ith, int nth)
 {
     attn_job *j = arg;
@@ -632,61 +636,86 @@ static void attn_worker(void *arg, int ith, int nth)
     int hdk = hp->head_dim_k, hdv = hp->head_dim_v;
     int group = hp->n_head / hp->n_head_kv;
     int cells = c->kv[j->layer].cells;
-    float *scores = c->scores + (size_t)ith * group * c->n_ctx;
+    size_t sstride = (size_t)group * c->n_ctx; /* one token's scores */
+    float *scores = c->scores + (size_t)ith * ATT_QB * sstride;
     float *blk = c->kvtmp + (size_t)ith * c->kvtmp_stride;
-    float *qrot = blk + 2 * QK8, *rows = qrot + (size_t)group * hdk;
-    long lo, hi;
-    tp_split((long)j->n_tok * hp->n_head_kv, ith, nth, 1, &lo, &hi);
-    for (long task = lo; task < hi; task++) {
-        int t = (int)(task / hp->n_head_kv), kvh = (int)(task % hp->n_head_kv);
-        int seq = c->tok_seq[t], pos = c->tok_pos[t];
-        int start = 0;
-        if (j->sliding && hp->sliding_window > 0 && pos - hp->sliding_window + 1 > 0)
-            start = pos - hp->sliding_window + 1;
-        int span = pos - start + 1;
-        const float *q0 = c->q + (size_t)t * hp->n_head * hdk + (size_t)kvh * group * hdk;
-        if (c->rot_k) {
-            memcpy(qrot, q0, (size_t)group * hdk * sizeof(float));
-            fwht_heads(qrot, group, hdk);
-            q0 = qrot;
-        }
-        for (int p0 = start; p0 <= pos;) {
-            int n = pos + 1 - p0 < ATT_BLK ? pos + 1 - p0 : ATT_BLK;
-            if (n > cells - p0 % cells)
-                n = cells - p0 % cells; /* a ring's rows wrap around here */
-            kv_rows(c, j->layer, false, seq, p0, n, kvh * hdk, hdk, rows, blk);
-            for (int g = 0; g < group; g++)
-                qk_scores(rows, n, hdk, q0 + (size_t)g * hdk, hp->attn_scale,
-                          scores + (size_t)g * c->n_ctx + (p0 - start));
-            p0 += n;
-        }
-        for (int g = 0; g < group; g++) {
-            float *sc = scores + (size_t)g * c->n_ctx;
-            if (hp->attn_softcap > 0.0f)
-                for (int i = 0; i < span; i++)
-                    sc[i] = tanhf(sc[i] / hp->attn_softcap) * hp->attn_softcap;
-            float mx = -INFINITY;
-            for (int i = 0; i < span; i++)
-                mx = sc[i] > mx ? sc[i] : mx;
-            float inv = (float)(1.0 / exp_sum(sc, span, mx));
-            for (int i = 0; i < span; i++)
-                sc[i] *= inv;
-            float *out = c->att + (size_t)t * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
-            memset(out, 0, (size_t)hdv * sizeof(float));
-        }
-        for (int p0 = start; p0 <= pos;) {
-            int n = pos + 1 - p0 < ATT_BLK ? pos + 1 - p0 : ATT_BLK;
-            if (n > cells - p0 % cells)
-                n = cells - p0 % cells;
-            kv_rows(c, j->layer, true, seq, p0, n, kvh * hdv, hdv, rows, blk);
-            for (int g = 0; g < group; g++) {
-                float *out = c->att + (size_t)t * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
-                pv_accum(rows, n, hdv, scores + (size_t)g * c->n_ctx + (p0 - start), out);
+    float *qrot = blk + 2 * QK8, *rows = qrot + (size_t)ATT_QB * group * hdk;
+    long n_chunks = (j->n_tok + ATT_QB - 1) / ATT_QB, n_tasks = n_chunks * hp->n_head_kv;
+    /* tasks dealt round-robin: later tokens attend to more positions */
+    for (long task = ith; task < n_tasks; task += nth) {
+        int kvh = (int)(task % hp->n_head_kv);
+        int t0 = (int)(task / hp->n_head_kv) * ATT_QB;
+        int tend = t0 + ATT_QB < j->n_tok ? t0 + ATT_QB : j->n_tok;
+        /* runs of tokens of one sequence at consecutive positions share each block */
+        for (int ta = t0, tb; ta < tend; ta = tb) {
+            int seq = c->tok_seq[ta];
+            for (tb = ta + 1; tb < tend && c->tok_seq[tb] == seq && c->tok_pos[tb] == c->tok_pos[tb - 1] + 1; tb++)
+                ;
+            int nq = tb - ta, start[ATT_QB] = {0}, pos[ATT_QB] = {0};
+            const float *q[ATT_QB];
+            for (int u = 0; u < nq; u++) {
+                pos[u] = c->tok_pos[ta + u];
+                start[u] = 0;
+                if (j->sliding && hp->sliding_window > 0 && pos[u] - hp->sliding_window + 1 > 0)
+                    start[u] = pos[u] - hp->sliding_window + 1;
+                q[u] = c->q + (size_t)(ta + u) * hp->n_head * hdk + (size_t)kvh * group * hdk;
+                if (c->rot_k) {
+                    float *qr = qrot + (size_t)u * group * hdk;
+                    memcpy(qr, q[u], (size_t)group * hdk * sizeof(float));
+                    fwht_heads(qr, group, hdk);
+                    q[u] = qr;
+                }
             }
-            p0 += n;
+            int first = start[0], last = pos[nq - 1];
+            for (int p0 = first; p0 <= last;) {
+                int n = last + 1 - p0 < ATT_BLK ? last + 1 - p0 : ATT_BLK;
+                if (n > cells - p0 % cells)
+                    n = cells - p0 % cells; /* a ring's rows wrap around here */
+                kv_rows(c, j->layer, false, seq, p0, n, kvh * hdk, hdk, rows, blk);
+                for (int u = 0; u < nq; u++) {
+                    int lo = p0 > start[u] ? p0 : start[u], hi = p0 + n < pos[u] + 1 ? p0 + n : pos[u] + 1;
+                    for (int g = 0; lo < hi && g < group; g++)
+                        qk_scores(rows + (size_t)(lo - p0) * hdk, hi - lo, hdk, q[u] + (size_t)g * hdk,
+                                  hp->attn_scale, scores + u * sstride + (size_t)g * c->n_ctx + (lo - start[u]));
+                }
+                p0 += n;
+            }
+            for (int u = 0; u < nq; u++) {
+                int span = pos[u] - start[u] + 1;
+                for (int g = 0; g < group; g++) {
+                    float *sc = scores + u * sstride + (size_t)g * c->n_ctx;
+                    if (hp->attn_softcap > 0.0f)
+                        for (int i = 0; i < span; i++)
+                            sc[i] = tanhf(sc[i] / hp->attn_softcap) * hp->attn_softcap;
+                    float mx = -INFINITY;
+                    for (int i = 0; i < span; i++)
+                        mx = sc[i] > mx ? sc[i] : mx;
+                    float inv = (float)(1.0 / exp_sum(sc, span, mx));
+                    for (int i = 0; i < span; i++)
+                        sc[i] *= inv;
+                    float *out = c->att + (size_t)(ta + u) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
+                    memset(out, 0, (size_t)hdv * sizeof(float));
+                }
+            }
+            for (int p0 = first; p0 <= last;) {
+                int n = last + 1 - p0 < ATT_BLK ? last + 1 - p0 : ATT_BLK;
+                if (n > cells - p0 % cells)
+                    n = cells - p0 % cells;
+                kv_rows(c, j->layer, true, seq, p0, n, kvh * hdv, hdv, rows, blk);
+                for (int u = 0; u < nq; u++) {
+                    int lo = p0 > start[u] ? p0 : start[u], hi = p0 + n < pos[u] + 1 ? p0 + n : pos[u] + 1;
+                    for (int g = 0; lo < hi && g < group; g++) {
+                        float *out = c->att + (size_t)(ta + u) * hp->n_head * hdv + (size_t)(kvh * group + g) * hdv;
+                        pv_accum(rows + (size_t)(lo - p0) * hdv, hi - lo, hdv,
+                                 scores + u * sstride + (size_t)g * c->n_ctx + (lo - start[u]), out);
+                    }
+                }
+                p0 += n;
+            }
+            if (c->rot_v)
+                for (int u = 0; u < nq; u++)
+                    fwht_heads(c->att + (size_t)(ta + u) * hp->n_head * hdv + (size_t)kvh * group * hdv, group, hdv);
         }
-        if (c->rot_v)
-            fwht_heads(c->att + (size_t)t * hp->n_head * hdv + (size_t)kvh * group * hdv, group, hdv);
     }
 }
 
@@ -871,8 +900,8 @@ orc_status orc_context_new(orc_model *m, const orc_context_params *params, orc_c
         c->moe_rows = xcalloc(B, sizeof(int32_t), &ok);
     }
     int group = hp->n_head / hp->n_head_kv;
-    c->scores = xcalloc((size_t)nt * (size_t)group * (size_t)c->n_ctx, sizeof(float), &ok);
-    c->kvtmp_stride = (size_t)(2 * QK8) + (size_t)group * hp->head_dim_k +
+    c->scores = xcalloc((size_t)nt * ATT_QB * (size_t)group, (size_t)c->n_ctx * sizeof(float), &ok);
+    c->kvtmp_stride = (size_t)(2 * QK8) + (size_t)ATT_QB * group * hp->head_dim_k +
                       (size_t)ATT_BLK * (size_t)(hp->head_dim_k > hp->head_dim_v ? hp->head_dim_k : hp->head_dim_v);
     c->kvtmp = xcalloc((size_t)nt, c->kvtmp_stride * sizeof(float), &ok);
     /* the activation buffer must hold a batch converted for any weight in the model */
