@@ -7,8 +7,11 @@
  * B (the same block of 16 weight rows, in the VNNI layout: 8 rows of 16 x 4 bytes), one
  * tdpbssd per 32-element block; each block's integer tile is then scaled by
  * d_x(token) * d_w(row) into 16 float accumulators (one zmm per token), the same
- * per-block arithmetic as the other kernels. A panel of 16 weight rows is unpacked to
- * int8 once and reused for every token tile, so unpacking costs 1/ntok per product. */
+ * per-block arithmetic as the other kernels. For the K-quants, whose Q8_K activations
+ * have one scale per 256 elements, the tiles of 8 blocks are scaled by the weight scales
+ * only and summed, and d_x applied once per super-block. A panel of 16 weight rows is
+ * unpacked to int8 once and reused for every token tile, so unpacking costs 1/ntok per
+ * product. */
 #include "quant_amx.h"
 
 #include "quant.h"
@@ -283,34 +286,18 @@ AMX_TARGET static inline const uint8_t *act_q(act_view a, int b)
                  : a.base + (size_t)b * sizeof(blk_q8a) + offsetof(blk_q8a, qs);
 }
 
-/* scale of block b for token t, and (with sum) the sum of its 32 codes */
-AMX_TARGET static inline float act_d(act_view a, int b, int t, float *sum)
+/* scale of block b for token t (blk_q8a rows; the Q8_K rows' one scale per 8 blocks is
+ * read by tile_tokens_q4k / tile_tokens_q6k) */
+AMX_TARGET static inline float act_d(act_view a, int b, int t)
 {
-    const uint8_t *p = a.base + (size_t)t * a.xs;
     float d;
-    if (a.q8k) {
-        p += (size_t)(b / 8) * sizeof(blk_q8_K);
-        memcpy(&d, p, sizeof d);
-        if (sum) {
-            int16_t s2[2];
-            memcpy(s2, p + offsetof(blk_q8_K, bsums) + 4 * (b % 8), sizeof s2);
-            *sum = (float)(s2[0] + s2[1]);
-        }
-        return d;
-    }
-    p += (size_t)b * sizeof(blk_q8a);
-    memcpy(&d, p, sizeof d);
-    if (sum) {
-        int32_t s;
-        memcpy(&s, p + offsetof(blk_q8a, sum), sizeof s);
-        *sum = (float)s;
-    }
+    memcpy(&d, a.base + (size_t)t * a.xs + (size_t)b * sizeof(blk_q8a), sizeof d);
     return d;
 }
 
-/* nt <= 16 tokens x the panel's kb blocks, added to Y when acc_y (later K chunks), else
- * stored. */
-AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, const float *mw, int kb, act_view a,
+/* nt <= 16 tokens x the panel's kb blocks of Q4_0 / Q8_0 weights against blk_q8a
+ * activations, added to Y when acc_y (later K chunks), else stored. */
+AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb, act_view a,
                                    float *Y, int64_t ldy, int nt, int nr, bool acc_y)
 {
     __mmask16 m = (__mmask16)((1u << nr) - 1);
@@ -336,19 +323,8 @@ AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, const 
         }
         __m512 wd = _mm512_loadu_ps(dw + 16 * b);
         const int32_t(*cb)[16] = c[b & 1];
-        if (mw) {
-            /* weights with mins: sum_k (s q_k - m) d_x x_k = d_x (s C - m sum_k x_k) */
-            __m512 wm = _mm512_loadu_ps(mw + 16 * b);
-            for (int t = 0; t < nt; t++) {
-                float xsum, xd = act_d(a, b, t, &xsum);
-                __m512 s = _mm512_mul_ps(wd, _mm512_set1_ps(xd));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb[t])), s, acc[t]);
-                acc[t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(xd * xsum), acc[t]);
-            }
-            continue;
-        }
         for (int t = 0; t < nt; t++) {
-            float xd = act_d(a, b, t, NULL);
+            float xd = act_d(a, b, t);
             __m512 s = _mm512_mul_ps(wd, _mm512_set1_ps(xd));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb[t])), s, acc[t]);
         }
@@ -357,39 +333,96 @@ AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, const 
         _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
 }
 
-/* As tile_tokens, for blocks made of two 16-element groups with their own scales (dw for
- * the first, d2 for the second): two K = 16 products per block. */
-AMX_TARGET static void tile_tokens_halves(const uint8_t *panel, const float *dw, const float *d2, int kb,
-                                          act_view a, float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+/* As tile_tokens for Q4_K weights (with mins) against Q8_K activations, whose scale d_x is
+ * one per 8 blocks (256 elements): per token, sum over the 8 blocks s_w C - m_w sum_k x_k
+ * and scale by d_x once, instead of scaling every block by d_x d_w. The 8 blocks' integer
+ * tiles of one super-block are stored together, the next super-block's while the vector
+ * units scale these. kb is a multiple of 8. */
+AMX_TARGET static void tile_tokens_q4k(const uint8_t *panel, const float *dw, const float *mw, int kb,
+                                       act_view a, float *Y, int64_t ldy, int nt, int nr, bool acc_y)
 {
     __mmask16 m = (__mmask16)((1u << nr) - 1);
     __m512 acc[16];
     for (int t = 0; t < 16; t++)
         acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
-    int32_t c[2][2][16][16] __attribute__((aligned(64)));
-    for (int b = -1; b < kb; b++) {
-        if (b + 1 < kb) {
-            const uint8_t *q = act_q(a, b + 1);
-            const uint8_t *p = panel + 512 * (b + 1);
-            _tile_zero(0);
-            _tile_zero(3);
-            _tile_loadd(1, q, (long)a.xs);
-            _tile_loadd(2, p, 64);
-            _tile_loadd(4, q + 16, (long)a.xs);
-            _tile_loadd(5, p + 256, 64);
-            _tile_dpbssd(0, 1, 2);
-            _tile_dpbssd(3, 4, 5);
-            _tile_stored(0, c[(b + 1) & 1][0], 64);
-            _tile_stored(3, c[(b + 1) & 1][1], 64);
-        }
-        if (b < 0)
+    int32_t c[2][8][16][16] __attribute__((aligned(64)));
+    int nsb = kb / 8;
+    for (int sb = -1; sb < nsb; sb++) {
+        if (sb + 1 < nsb)
+            for (int i = 0; i < 8; i++) {
+                int b = 8 * (sb + 1) + i;
+                _tile_zero(0);
+                _tile_loadd(1, act_q(a, b), (long)a.xs);
+                _tile_loadd(2, panel + 512 * b, 64);
+                _tile_dpbssd(0, 1, 2);
+                _tile_stored(0, c[(sb + 1) & 1][i], 64);
+            }
+        if (sb < 0)
             continue;
-        __m512 w0 = _mm512_loadu_ps(dw + 16 * b), w1 = _mm512_loadu_ps(d2 + 16 * b);
+        const float *wd = dw + 16 * 8 * sb, *wm = mw + 16 * 8 * sb;
         for (int t = 0; t < nt; t++) {
-            float xd = act_d(a, b, t, NULL);
-            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[b & 1][0][t])), w0);
-            v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[b & 1][1][t])), w1, v);
-            acc[t] = _mm512_fmadd_ps(v, _mm512_set1_ps(xd), acc[t]);
+            const blk_q8_K *x = (const blk_q8_K *)(a.base + (size_t)t * a.xs) + sb;
+            /* sums of the 8 blocks' 32 codes, from the 16 sums of 16 */
+            __m256i s16 = _mm256_loadu_si256((const __m256i *)x->bsums);
+            __m256 xsum = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+            float xs[8];
+            _mm256_storeu_ps(xs, xsum);
+            __m512 in = _mm512_setzero_ps();
+            for (int i = 0; i < 8; i++) {
+                in = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[sb & 1][i][t])),
+                                     _mm512_load_ps(wd + 16 * i), in);
+                in = _mm512_fnmadd_ps(_mm512_load_ps(wm + 16 * i), _mm512_set1_ps(xs[i]), in);
+            }
+            acc[t] = _mm512_fmadd_ps(in, _mm512_set1_ps(x->d), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
+}
+
+/* Q6_K weights against Q8_K activations (one d_x per 8 blocks): blocks made of two
+ * 16-element groups with their own scales (dw for the first, d2 for the second), two
+ * K = 16 products per block. Per token, the 8 blocks' two groups scaled by their weight scales are summed first and
+ * d_x applied once per super-block. kb is a multiple of 8. */
+AMX_TARGET static void tile_tokens_q6k(const uint8_t *panel, const float *dw, const float *d2, int kb,
+                                       act_view a, float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+{
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    __m512 acc[16];
+    for (int t = 0; t < 16; t++)
+        acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
+    int32_t c[2][8][2][16][16] __attribute__((aligned(64)));
+    int nsb = kb / 8;
+    for (int sb = -1; sb < nsb; sb++) {
+        if (sb + 1 < nsb)
+            for (int i = 0; i < 8; i++) {
+                int b = 8 * (sb + 1) + i;
+                const uint8_t *q = act_q(a, b);
+                const uint8_t *p = panel + 512 * b;
+                _tile_zero(0);
+                _tile_zero(3);
+                _tile_loadd(1, q, (long)a.xs);
+                _tile_loadd(2, p, 64);
+                _tile_loadd(4, q + 16, (long)a.xs);
+                _tile_loadd(5, p + 256, 64);
+                _tile_dpbssd(0, 1, 2);
+                _tile_dpbssd(3, 4, 5);
+                _tile_stored(0, c[(sb + 1) & 1][i][0], 64);
+                _tile_stored(3, c[(sb + 1) & 1][i][1], 64);
+            }
+        if (sb < 0)
+            continue;
+        const float *w0 = dw + 16 * 8 * sb, *w1 = d2 + 16 * 8 * sb;
+        for (int t = 0; t < nt; t++) {
+            __m512 in = _mm512_setzero_ps();
+            for (int i = 0; i < 8; i++) {
+                in = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[sb & 1][i][0][t])),
+                                     _mm512_load_ps(w0 + 16 * i), in);
+                in = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[sb & 1][i][1][t])),
+                                     _mm512_load_ps(w1 + 16 * i), in);
+            }
+            float xd = ((const blk_q8_K *)(a.base + (size_t)t * a.xs) + sb)->d;
+            acc[t] = _mm512_fmadd_ps(in, _mm512_set1_ps(xd), acc[t]);
         }
     }
     for (int t = 0; t < nt; t++)
@@ -440,10 +473,13 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
                 act_view a = {.base = (const uint8_t *)X + (size_t)t * xs +
                                       (q8k ? (size_t)(b0 / 8) * sizeof(blk_q8_K) : (size_t)b0 * sizeof(blk_q8a)),
                               .xs = xs, .q8k = q8k};
+                /* K-quant rows are whole 256-element super-blocks, so kb % 8 == 0 there */
                 if (halves)
-                    tile_tokens_halves(panel, dw, mwb, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+                    tile_tokens_q6k(panel, dw, mwb, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+                else if (mw)
+                    tile_tokens_q4k(panel, dw, mw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
                 else
-                    tile_tokens(panel, dw, mw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+                    tile_tokens(panel, dw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
             }
         }
     }
