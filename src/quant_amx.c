@@ -333,6 +333,44 @@ AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb
         _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
 }
 
+/* tile_tokens in groups of 8 blocks (kb % 8 == 0): the 8 integer tiles are stored
+ * together, the next group's while the vector units scale these. */
+AMX_TARGET static void tile_tokens8(const uint8_t *panel, const float *dw, int kb, act_view a,
+                                    float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+{
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    __m512 acc[16];
+    for (int t = 0; t < 16; t++)
+        acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
+    int32_t c[2][8][16][16] __attribute__((aligned(64)));
+    int ng = kb / 8;
+    for (int g = -1; g < ng; g++) {
+        if (g + 1 < ng)
+            for (int i = 0; i < 8; i++) {
+                int b = 8 * (g + 1) + i;
+                _tile_zero(0);
+                _tile_loadd(1, act_q(a, b), (long)a.xs);
+                _tile_loadd(2, panel + 512 * b, 64);
+                _tile_dpbssd(0, 1, 2);
+                _tile_stored(0, c[(g + 1) & 1][i], 64);
+            }
+        if (g < 0)
+            continue;
+        const float *wd = dw + 16 * 8 * g;
+        for (int t = 0; t < nt; t++) {
+            const uint8_t *xr = a.base + (size_t)t * a.xs + (size_t)(8 * g) * sizeof(blk_q8a);
+            for (int i = 0; i < 8; i++) {
+                float xd;
+                memcpy(&xd, xr + (size_t)i * sizeof(blk_q8a), sizeof xd);
+                __m512 sc = _mm512_mul_ps(_mm512_load_ps(wd + 16 * i), _mm512_set1_ps(xd));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[g & 1][i][t])), sc, acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
+}
+
 /* As tile_tokens for Q4_K weights (with mins) against Q8_K activations, whose scale d_x is
  * one per 8 blocks (256 elements): per token, sum over the 8 blocks s_w C - m_w sum_k x_k
  * and scale by d_x once, instead of scaling every block by d_x d_w. The 8 blocks' integer
@@ -478,6 +516,8 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
                     tile_tokens_q6k(panel, dw, mwb, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
                 else if (mw)
                     tile_tokens_q4k(panel, dw, mw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
+                else if (kb % 8 == 0)
+                    tile_tokens8(panel, dw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
                 else
                     tile_tokens(panel, dw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
             }
