@@ -287,17 +287,6 @@ static uint8_t *kv_cell(const orc_context *c, int layer, bool is_v, int seq, int
 #define ATT_QB 8
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma,f16c"))) static void f16_rows_avx2(const uint8_t *src, size_t stride,
-                                                                  int n, int hd, float *dst)
-{
-    for (int r = 0; r < n; r++) {
-        const uint16_t *s = (const uint16_t *)(src + (size_t)r * stride);
-        float *d = dst + (size_t)r * hd;
-        for (int i = 0; i < hd; i += 8)
-            _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
-    }
-}
-
 __attribute__((target("avx2,fma,f16c"))) static void q8_rows_avx2(const uint8_t *src, size_t stride,
                                                                  int n, int hd, float *dst)
 {
@@ -365,7 +354,7 @@ __attribute__((target("avx2,fma"))) static void pv_avx2(const float *V, int n, i
         __m256 acc[8];
         for (int j = 0; j < 8; j++)
             acc[j] = j < nc ? _mm256_loadu_ps(out + c0 + 8 * j) : _mm256_setzero_ps();
-        if (nc == 8) {
+        if (nc == 8) { /* a constant trip count keeps acc[] in registers */
             for (int p = 0; p < n; p++) {
                 const float *v = V + (size_t)p * hd + c0;
                 __m256 s = _mm256_broadcast_ss(w + p);
@@ -436,8 +425,9 @@ static void kv_rows(const orc_context *c, int layer, bool is_v, int seq, int p0,
     const uint8_t *first = kv_cell(c, layer, is_v, seq, p0);
     size_t stride = is_v ? c->row_v : c->row_k;
 #if defined(__x86_64__)
-    if (cpu_avx2 && cpu_f16c && hd % 8 == 0 && c->kv_type == ORC_KV_F16) {
-        f16_rows_avx2(first + (size_t)off * 2, stride, n, hd, dst);
+    if (cpu_f16c && c->kv_type == ORC_KV_F16) {
+        for (int i = 0; i < n; i++)
+            f16_to_f32_f16c((const uint16_t *)(first + (size_t)i * stride) + off, dst + (size_t)i * hd, hd);
         return;
     }
     if (cpu_avx2 && cpu_f16c && hd % QK8 == 0 && off % QK8 == 0 && c->kv_type == ORC_KV_Q8_0) {
@@ -624,6 +614,14 @@ typedef struct {
     bool sliding;
 } attn_job;
 
+/* Positions in the block starting at p0 (at most ATT_BLK, up to last; a ring's rows wrap
+ * around at its end, so a block stops there). */
+static int att_block(int p0, int last, int cells)
+{
+    int n = last + 1 - p0 < ATT_BLK ? last + 1 - p0 : ATT_BLK;
+    return n < cells - p0 % cells ? n : cells - p0 % cells;
+}
+
 /* One task is (up to ATT_QB consecutive batch tokens, KV head): each cached K/V row is
  * converted once for all the query heads that share it and for all those tokens (a
  * prefill run of one sequence), a block of ATT_BLK positions at a time; each token takes
@@ -667,10 +665,8 @@ static void attn_worker(void *arg, int ith, int nth)
                 }
             }
             int first = start[0], last = pos[nq - 1];
-            for (int p0 = first; p0 <= last;) {
-                int n = last + 1 - p0 < ATT_BLK ? last + 1 - p0 : ATT_BLK;
-                if (n > cells - p0 % cells)
-                    n = cells - p0 % cells; /* a ring's rows wrap around here */
+            for (int p0 = first, n; p0 <= last; p0 += n) {
+                n = att_block(p0, last, cells);
                 kv_rows(c, j->layer, false, seq, p0, n, kvh * hdk, hdk, rows, blk);
                 for (int u = 0; u < nq; u++) {
                     int lo = p0 > start[u] ? p0 : start[u], hi = p0 + n < pos[u] + 1 ? p0 + n : pos[u] + 1;
@@ -678,7 +674,6 @@ static void attn_worker(void *arg, int ith, int nth)
                         qk_scores(rows + (size_t)(lo - p0) * hdk, hi - lo, hdk, q[u] + (size_t)g * hdk,
                                   hp->attn_scale, scores + u * sstride + (size_t)g * c->n_ctx + (lo - start[u]));
                 }
-                p0 += n;
             }
             for (int u = 0; u < nq; u++) {
                 int span = pos[u] - start[u] + 1;
@@ -697,10 +692,8 @@ static void attn_worker(void *arg, int ith, int nth)
                     memset(out, 0, (size_t)hdv * sizeof(float));
                 }
             }
-            for (int p0 = first; p0 <= last;) {
-                int n = last + 1 - p0 < ATT_BLK ? last + 1 - p0 : ATT_BLK;
-                if (n > cells - p0 % cells)
-                    n = cells - p0 % cells;
+            for (int p0 = first, n; p0 <= last; p0 += n) {
+                n = att_block(p0, last, cells);
                 kv_rows(c, j->layer, true, seq, p0, n, kvh * hdv, hdv, rows, blk);
                 for (int u = 0; u < nq; u++) {
                     int lo = p0 > start[u] ? p0 : start[u], hi = p0 + n < pos[u] + 1 ? p0 + n : pos[u] + 1;
@@ -710,7 +703,6 @@ static void attn_worker(void *arg, int ith, int nth)
                                  scores + u * sstride + (size_t)g * c->n_ctx + (lo - start[u]), out);
                     }
                 }
-                p0 += n;
             }
             if (c->rot_v)
                 for (int u = 0; u < nq; u++)

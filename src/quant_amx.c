@@ -286,80 +286,55 @@ AMX_TARGET static inline const uint8_t *act_q(act_view a, int b)
                  : a.base + (size_t)b * sizeof(blk_q8a) + offsetof(blk_q8a, qs);
 }
 
-/* scale of block b for token t (blk_q8a rows; the Q8_K rows' one scale per 8 blocks is
- * read by tile_tokens_q4k / tile_tokens_q6k) */
-AMX_TARGET static inline float act_d(act_view a, int b, int t)
-{
-    float d;
-    memcpy(&d, a.base + (size_t)t * a.xs + (size_t)b * sizeof(blk_q8a), sizeof d);
-    return d;
-}
-
-/* nt <= 16 tokens x the panel's kb blocks of Q4_0 / Q8_0 weights against blk_q8a
- * activations, added to Y when acc_y (later K chunks), else stored. */
-AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb, act_view a,
-                                   float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+/* The fp32 accumulators of nt <= 16 tokens x nr <= 16 rows: loaded from Y when acc_y
+ * (later K chunks), else zero; and stored back. */
+AMX_TARGET static inline void acc_load(__m512 acc[16], const float *Y, int64_t ldy, int nt, int nr, bool acc_y)
 {
     __mmask16 m = (__mmask16)((1u << nr) - 1);
-    __m512 acc[16];
     for (int t = 0; t < 16; t++)
         acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
-    /* software-pipelined: the tiles compute block b + 1 and store it while the vector
-     * units scale block b, whose integer tile was stored an iteration earlier (reading a
-     * tile store right away stalls) */
-    int32_t c[2][16][16] __attribute__((aligned(64)));
-    _tile_zero(0);
-    _tile_loadd(1, act_q(a, 0), (long)a.xs);
-    _tile_loadd(2, panel, 64);
-    _tile_dpbssd(0, 1, 2);
-    _tile_stored(0, c[0], 64);
-    for (int b = 0; b < kb; b++) {
-        if (b + 1 < kb) {
-            _tile_zero(0);
-            _tile_loadd(1, act_q(a, b + 1), (long)a.xs);
-            _tile_loadd(2, panel + 512 * (b + 1), 64);
-            _tile_dpbssd(0, 1, 2);
-            _tile_stored(0, c[(b + 1) & 1], 64);
-        }
-        __m512 wd = _mm512_loadu_ps(dw + 16 * b);
-        const int32_t(*cb)[16] = c[b & 1];
-        for (int t = 0; t < nt; t++) {
-            float xd = act_d(a, b, t);
-            __m512 s = _mm512_mul_ps(wd, _mm512_set1_ps(xd));
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb[t])), s, acc[t]);
-        }
-    }
+}
+
+AMX_TARGET static inline void acc_store(const __m512 acc[16], float *Y, int64_t ldy, int nt, int nr)
+{
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
     for (int t = 0; t < nt; t++)
         _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
 }
 
-/* tile_tokens in groups of 8 blocks (kb % 8 == 0): the 8 integer tiles are stored
- * together, the next group's while the vector units scale these. */
-AMX_TARGET static void tile_tokens8(const uint8_t *panel, const float *dw, int kb, act_view a,
-                                    float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+/* The integer tiles of blocks [b0, b0 + n) (n <= 8) of the panel against the token tile,
+ * stored to c[i] (16 tokens x 16 rows each). */
+AMX_TARGET static inline void tiles_int(const uint8_t *panel, act_view a, int b0, int n, int32_t c[][16][16])
 {
-    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    for (int i = 0; i < n; i++) {
+        _tile_zero(0);
+        _tile_loadd(1, act_q(a, b0 + i), (long)a.xs);
+        _tile_loadd(2, panel + 512 * (b0 + i), 64);
+        _tile_dpbssd(0, 1, 2);
+        _tile_stored(0, c[i], 64);
+    }
+}
+
+/* nt <= 16 tokens x the panel's kb blocks of Q4_0 / Q8_0 weights against blk_q8a
+ * activations, added to Y when acc_y (later K chunks), else stored. The integer tiles of
+ * 8 blocks are stored together, the next 8 issued while the vector units scale these by
+ * d_x(token) * d_w(row) (reading a tile store right away stalls). */
+AMX_TARGET static void tile_tokens(const uint8_t *panel, const float *dw, int kb, act_view a,
+                                   float *Y, int64_t ldy, int nt, int nr, bool acc_y)
+{
     __m512 acc[16];
-    for (int t = 0; t < 16; t++)
-        acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
+    acc_load(acc, Y, ldy, nt, nr, acc_y);
     int32_t c[2][8][16][16] __attribute__((aligned(64)));
-    int ng = kb / 8;
-    for (int g = -1; g < ng; g++) {
+    int ng = (kb + 7) / 8;
+    tiles_int(panel, a, 0, kb < 8 ? kb : 8, c[0]);
+    for (int g = 0; g < ng; g++) {
         if (g + 1 < ng)
-            for (int i = 0; i < 8; i++) {
-                int b = 8 * (g + 1) + i;
-                _tile_zero(0);
-                _tile_loadd(1, act_q(a, b), (long)a.xs);
-                _tile_loadd(2, panel + 512 * b, 64);
-                _tile_dpbssd(0, 1, 2);
-                _tile_stored(0, c[(g + 1) & 1][i], 64);
-            }
-        if (g < 0)
-            continue;
+            tiles_int(panel, a, 8 * (g + 1), kb - 8 * (g + 1) < 8 ? kb - 8 * (g + 1) : 8, c[(g + 1) & 1]);
+        int n = kb - 8 * g < 8 ? kb - 8 * g : 8;
         const float *wd = dw + 16 * 8 * g;
         for (int t = 0; t < nt; t++) {
             const uint8_t *xr = a.base + (size_t)t * a.xs + (size_t)(8 * g) * sizeof(blk_q8a);
-            for (int i = 0; i < 8; i++) {
+            for (int i = 0; i < n; i++) {
                 float xd;
                 memcpy(&xd, xr + (size_t)i * sizeof(blk_q8a), sizeof xd);
                 __m512 sc = _mm512_mul_ps(_mm512_load_ps(wd + 16 * i), _mm512_set1_ps(xd));
@@ -367,36 +342,23 @@ AMX_TARGET static void tile_tokens8(const uint8_t *panel, const float *dw, int k
             }
         }
     }
-    for (int t = 0; t < nt; t++)
-        _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
+    acc_store(acc, Y, ldy, nt, nr);
 }
 
 /* As tile_tokens for Q4_K weights (with mins) against Q8_K activations, whose scale d_x is
  * one per 8 blocks (256 elements): per token, sum over the 8 blocks s_w C - m_w sum_k x_k
- * and scale by d_x once, instead of scaling every block by d_x d_w. The 8 blocks' integer
- * tiles of one super-block are stored together, the next super-block's while the vector
- * units scale these. kb is a multiple of 8. */
+ * and scale by d_x once, instead of scaling every block by d_x d_w. kb is a multiple of 8. */
 AMX_TARGET static void tile_tokens_q4k(const uint8_t *panel, const float *dw, const float *mw, int kb,
                                        act_view a, float *Y, int64_t ldy, int nt, int nr, bool acc_y)
 {
-    __mmask16 m = (__mmask16)((1u << nr) - 1);
     __m512 acc[16];
-    for (int t = 0; t < 16; t++)
-        acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
+    acc_load(acc, Y, ldy, nt, nr, acc_y);
     int32_t c[2][8][16][16] __attribute__((aligned(64)));
     int nsb = kb / 8;
-    for (int sb = -1; sb < nsb; sb++) {
+    tiles_int(panel, a, 0, 8, c[0]);
+    for (int sb = 0; sb < nsb; sb++) {
         if (sb + 1 < nsb)
-            for (int i = 0; i < 8; i++) {
-                int b = 8 * (sb + 1) + i;
-                _tile_zero(0);
-                _tile_loadd(1, act_q(a, b), (long)a.xs);
-                _tile_loadd(2, panel + 512 * b, 64);
-                _tile_dpbssd(0, 1, 2);
-                _tile_stored(0, c[(sb + 1) & 1][i], 64);
-            }
-        if (sb < 0)
-            continue;
+            tiles_int(panel, a, 8 * (sb + 1), 8, c[(sb + 1) & 1]);
         const float *wd = dw + 16 * 8 * sb, *wm = mw + 16 * 8 * sb;
         for (int t = 0; t < nt; t++) {
             const blk_q8_K *x = (const blk_q8_K *)(a.base + (size_t)t * a.xs) + sb;
@@ -414,21 +376,18 @@ AMX_TARGET static void tile_tokens_q4k(const uint8_t *panel, const float *dw, co
             acc[t] = _mm512_fmadd_ps(in, _mm512_set1_ps(x->d), acc[t]);
         }
     }
-    for (int t = 0; t < nt; t++)
-        _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
+    acc_store(acc, Y, ldy, nt, nr);
 }
 
 /* Q6_K weights against Q8_K activations (one d_x per 8 blocks): blocks made of two
  * 16-element groups with their own scales (dw for the first, d2 for the second), two
- * K = 16 products per block. Per token, the 8 blocks' two groups scaled by their weight scales are summed first and
- * d_x applied once per super-block. kb is a multiple of 8. */
+ * K = 16 products per block. Per token, the 8 blocks' groups scaled by their weight
+ * scales are summed first and d_x applied once per super-block. kb is a multiple of 8. */
 AMX_TARGET static void tile_tokens_q6k(const uint8_t *panel, const float *dw, const float *d2, int kb,
                                        act_view a, float *Y, int64_t ldy, int nt, int nr, bool acc_y)
 {
-    __mmask16 m = (__mmask16)((1u << nr) - 1);
     __m512 acc[16];
-    for (int t = 0; t < 16; t++)
-        acc[t] = t < nt && acc_y ? _mm512_maskz_loadu_ps(m, Y + t * ldy) : _mm512_setzero_ps();
+    acc_load(acc, Y, ldy, nt, nr, acc_y);
     int32_t c[2][8][2][16][16] __attribute__((aligned(64)));
     int nsb = kb / 8;
     for (int sb = -1; sb < nsb; sb++) {
@@ -463,8 +422,7 @@ AMX_TARGET static void tile_tokens_q6k(const uint8_t *panel, const float *dw, co
             acc[t] = _mm512_fmadd_ps(in, _mm512_set1_ps(xd), acc[t]);
         }
     }
-    for (int t = 0; t < nt; t++)
-        _mm512_mask_storeu_ps(Y + t * ldy, m, acc[t]);
+    acc_store(acc, Y, ldy, nt, nr);
 }
 
 /* K is taken in chunks of KCH blocks so the unpacked panel (16 rows x KCH blocks) stays
@@ -516,8 +474,6 @@ AMX_TARGET static void amx_matmul(uint32_t wtype, const void *W, size_t ws, int6
                     tile_tokens_q6k(panel, dw, mwb, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
                 else if (mw)
                     tile_tokens_q4k(panel, dw, mw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
-                else if (kb % 8 == 0)
-                    tile_tokens8(panel, dw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
                 else
                     tile_tokens(panel, dw, kb, a, Y + t * ldy + r, ldy, nt, nr, b0 > 0);
             }
