@@ -25,9 +25,7 @@
 /* Below this many multiply-adds a product is not worth splitting across threads. */
 #define MIN_PARALLEL_MACS (64.0 * 1024)
 #define QK8 32
-#ifndef MAX_PASS
 #define MAX_PASS 256 /* most tokens in one forward pass (see orc_context_new) */
-#endif
 
 typedef struct {
     int32_t n_past;
